@@ -1,0 +1,36 @@
+"""streamcl's learner interface: one method that predicts a micro-batch, then trains on it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from learners.model import TextClassifier
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labeled example as a learner sees it."""
+
+    text: str
+    label: str
+    domain: str | None = None
+
+
+class Learner(ABC):
+    """Learns from a stream of micro-batches. Constructor arguments are its settings; learned
+    state lives in ``model`` and ``_underscored`` attributes."""
+
+    model: TextClassifier
+    name: str = "learner"
+
+    @abstractmethod
+    def learn(self, batch: Sequence[Example]) -> list[str | None]:
+        """Predict every example *before* training on it (prequential), then train.
+
+        Returns the predictions made before the update, in order.
+        """
+
+    def predict(self, texts: Sequence[str]) -> list[str | None]:
+        return [p.label for p in self.model.predict(texts)]

@@ -1,0 +1,74 @@
+"""Plain incremental fine-tuning: one optimizer step per micro-batch (the ``naive`` learner)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from learners.base import Example, Learner
+from learners.model import TextClassifier
+
+
+class FineTuneLearner(Learner):
+    """Fine-tunes the top ``trainable_layers`` of the encoder and the head with AdamW.
+
+    The encoder stays in eval mode (no dropout): the logits of the training forward pass,
+    taken before the update, are then exactly the prequential prediction.
+    """
+
+    name = "naive"
+
+    def __init__(
+        self,
+        model: TextClassifier,
+        lr: float = 5e-5,
+        head_lr: float = 1e-3,
+        trainable_layers: int = 2,
+        weight_decay: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.lr = lr
+        self.head_lr = head_lr
+        self.trainable_layers = trainable_layers
+        self.weight_decay = weight_decay
+        self.seed = seed
+        torch.manual_seed(seed)
+        model.freeze_below(trainable_layers)
+        model.eval()
+        self._loss = nn.CrossEntropyLoss()
+        self._optimizer = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
+        groups = [{"params": list(self.model.head.parameters()), "lr": self.head_lr}]
+        if encoder:
+            groups.append({"params": encoder, "lr": self.lr})
+        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+
+    def learn(self, batch: Sequence[Example]) -> list[str | None]:
+        if not batch:
+            return []
+        model = self.model
+        known = list(model.labels)
+        if model.grow([ex.label for ex in batch]):
+            self._optimizer = self._make_optimizer()  # the head's parameters changed
+        enc = model.tokenize([ex.text for ex in batch])
+        logits = model(**enc)
+        with torch.no_grad():
+            # Prequential: the prediction of the model as it was before this batch, so a
+            # label it had not seen yet cannot be predicted.
+            if known:
+                best = logits[:, : len(known)].argmax(-1).tolist()
+                preds: list[str | None] = [known[i] for i in best]
+            else:
+                preds = [None] * len(batch)
+        index = {label: i for i, label in enumerate(model.labels)}
+        target = torch.tensor([index[ex.label] for ex in batch])
+        loss = self._loss(logits, target)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return preds

