@@ -200,6 +200,7 @@ class Api:
             replica = serve.get_replica_context().replica_tag
         except Exception:  # noqa: BLE001 - outside Serve (tests)
             replica = uuid.uuid4().hex[:8]
+        self.metrics.started.labels(f"serve-{replica}").set(time.time())
         self._pusher = MetricsPusher(self.metrics, f"serve-{replica}")
         self.follower = ModelFollower(self.registry, settings.model_poll_s, self._swapped)
         self.events = EventLog(stream)

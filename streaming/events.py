@@ -199,8 +199,8 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
             raise InvalidEvent("empty_text", "text is empty")
         if len(text) > max_text_chars:
             raise InvalidEvent("text_too_long", f"text has {len(text)} characters, limit {max_text_chars}")
-    label = getattr(event, "label", "")
-    if isinstance(label, str) and not label.strip() and cls is not PredictionEvent:
+    label = getattr(event, "label", None)
+    if isinstance(label, str) and not label.strip():
         raise InvalidEvent("invalid_label", "label is empty")
     return event
 

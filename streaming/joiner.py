@@ -49,9 +49,11 @@ class RollingAccuracy:
         self.window = window
         self._all: deque[bool] = deque(maxlen=window)
         self._domains: dict[str, deque[bool]] = {}
+        self.totals = {"correct": 0, "wrong": 0}
 
     def add(self, correct: bool, domain: str | None) -> None:
         self._all.append(correct)
+        self.totals["correct" if correct else "wrong"] += 1
         if domain is not None:
             self._domains.setdefault(domain, deque(maxlen=self.window)).append(correct)
 
@@ -202,6 +204,7 @@ class JoinerService:
         self._last_expire = 0.0
         self._dirty = False
         self.counts = {"consumed": 0, "joined": 0, "dlq": 0, "expired": 0}
+        self._live_seen = {"correct": 0, "wrong": 0}
 
     def step(self, timeout_s: float = 0.2) -> int:
         """Poll once, handle what came, expire and checkpoint when due; returns records read."""
@@ -268,6 +271,11 @@ class JoinerService:
     def _publish_gauges(self) -> None:
         for kind, n in self.state.pending().items():
             self.metrics.join_pending.labels(kind).set(n)
+        for outcome, total in self.state.live.totals.items():
+            counter = self.metrics.live_scored.labels(outcome)
+            if total > self._live_seen[outcome]:
+                counter.inc(total - self._live_seen[outcome])
+                self._live_seen[outcome] = total
         live = self.state.live.value
         if live is not None:
             self.metrics.live.set(live)

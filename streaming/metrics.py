@@ -63,6 +63,9 @@ class Metrics:
             "streamcl_events_consumed", "Messages consumed, by topic and outcome", ["topic", "outcome"], registry=r
         )
         self.produced = Counter("streamcl_events_produced", "Messages produced, by topic", ["topic"], registry=r)
+        self.started = Gauge(
+            "streamcl_component_start_time_seconds", "When each component process started", ["component"], registry=r
+        )
         self.dlq = Counter("streamcl_dlq_events", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
         for reason in DLQ_REASONS:
             self.dlq.labels(reason)
@@ -88,6 +91,7 @@ class Metrics:
         self.prequential_domain = Gauge(
             "streamcl_prequential_domain_accuracy", "Prequential accuracy per domain", ["domain"], registry=r
         )
+        r = part("joiner")  # live accuracy: served predictions joined with feedback
         self.live = Gauge(
             "streamcl_live_accuracy", "Accuracy of served predictions that received feedback", registry=r
         )

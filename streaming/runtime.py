@@ -80,6 +80,7 @@ class ServiceHost:
         self.metrics = Metrics(CollectorRegistry(), parts)
         self.source = source
         self.started_at = time.time()
+        self.metrics.started.labels(source).set(self.started_at)
         self.errors = 0
         self.last_error: str | None = None
         self._stop = threading.Event()

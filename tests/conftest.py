@@ -1,0 +1,40 @@
+"""Shared fixtures: a real tansu broker per session and settings with random topic names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from streaming.broker import EmbeddedBroker, free_port
+from streaming.kafka import ensure_topics
+from streaming.settings import StreamSettings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(f"127.0.0.1:{free_port()}", log_file=log) as b:
+        yield b
+
+
+@pytest.fixture
+def make_settings(broker: EmbeddedBroker, tmp_path: Path) -> Callable[..., StreamSettings]:
+    """Settings on the session broker with a fresh topic prefix, group and state dir."""
+
+    def make(**overrides: object) -> StreamSettings:
+        run = uuid.uuid4().hex[:10]
+        values: dict[str, object] = {
+            "kafka_bootstrap": broker.bootstrap,
+            "topic_prefix": f"t{run}",
+            "consumer_group": f"g{run}",
+            "state_dir": tmp_path / f"state-{run}",
+        }
+        values.update(overrides)
+        settings = StreamSettings(**values)  # type: ignore[arg-type]
+        ensure_topics(settings, settings.topics.all())
+        return settings
+
+    return make

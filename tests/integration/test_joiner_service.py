@@ -1,0 +1,94 @@
+"""The joiner over a real broker: joins, DLQ, expiry, restart from its checkpoint."""
+
+import json
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, TextEvent
+from streaming.joiner import JoinerService
+from streaming.kafka import Consumer, Producer
+from streaming.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+
+def read_all(settings, topic, n, timeout_s=20.0):
+    c = Consumer(settings, group_id=None)
+    c.assign([topic])
+    out, deadline = [], time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        out += c.poll(0.5)
+    c.close()
+    return out
+
+
+def run_until(service, predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out: {service.status()}"
+        service.step(0.2)
+
+
+def test_joins_both_orders_and_dead_letters_bad_input(make_settings):
+    s = make_settings(join_ttl_s=2.0)
+    p = Producer(s)
+    t = s.topics
+    p.publish(t.texts, TextEvent(id="a", text="first text", domain="d1"))
+    p.publish(t.feedback, FeedbackEvent(id="b", label="neg"))  # feedback first
+    p.send(t.texts, b"{broken", key="x")
+    p.send(t.texts, b"\xff\xfe", key="y")
+    p.send(t.feedback, json.dumps({"id": "c", "label": 7}).encode(), key="c")
+    p.send(t.texts, json.dumps({"id": "e", "text": ""}).encode(), key="e")
+    p.send(t.texts, json.dumps({"id": "f", "text": "x" * (s.max_text_chars + 1)}).encode(), key="f")
+    p.publish(t.feedback, FeedbackEvent(id="a", label="pos"))
+    p.publish(t.texts, TextEvent(id="b", text="second text"))
+    p.publish(t.feedback, FeedbackEvent(id="orphan", label="pos"))
+    p.publish(t.texts, TextEvent(id="lonely", text="never labeled"))
+    p.flush()
+    p.close()
+
+    metrics = Metrics(CollectorRegistry(), parts=("joiner",))
+    j = JoinerService(s, metrics)
+    run_until(j, lambda: j.counts["joined"] == 2 and j.counts["dlq"] == 5)
+    time.sleep(2.1)
+    run_until(j, lambda: j.counts["dlq"] == 6 and j.counts["expired"] == 1)
+    j.close()
+
+    labeled = [LabeledExample.model_validate_json(r.value) for r in read_all(s, t.labeled, 2)]
+    assert {(e.id, e.text, e.label, e.domain) for e in labeled} == {
+        ("a", "first text", "pos", "d1"),
+        ("b", "second text", "neg", None),
+    }
+    dead = [DeadLetter.model_validate_json(r.value) for r in read_all(s, t.dlq, 6)]
+    reasons = sorted(d.reason for d in dead)
+    assert reasons == sorted(
+        ["invalid_json", "invalid_utf8", "invalid_label", "empty_text", "text_too_long", "unjoined_feedback"]
+    )
+    assert next(d for d in dead if d.reason == "invalid_json").payload == "{broken"
+    assert next(d for d in dead if d.reason == "invalid_utf8").payload_encoding == "base64"
+    assert metrics.dlq.labels("unjoined_feedback")._value.get() == 1
+    assert metrics.join_expired._value.get() == 1
+
+
+def test_pending_state_survives_restart(make_settings):
+    s = make_settings()
+    p = Producer(s)
+    for i in range(20):
+        p.publish(s.topics.texts, TextEvent(id=f"id{i}", text=f"text {i}"))
+    p.flush()
+    j = JoinerService(s, Metrics(CollectorRegistry()))
+    run_until(j, lambda: j.counts["consumed"] == 20)
+    j.close()  # checkpoints pending texts with the offsets
+
+    for i in range(20):
+        p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="L"))
+    p.flush()
+    p.close()
+    j2 = JoinerService(s, Metrics(CollectorRegistry()))
+    assert j2.state.pending()["text"] == 20
+    run_until(j2, lambda: j2.counts["joined"] == 20)
+    assert j2.counts["consumed"] == 20  # texts were not read twice
+    j2.close()
+    assert len(read_all(s, s.topics.labeled, 20)) == 20

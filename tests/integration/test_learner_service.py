@@ -1,0 +1,110 @@
+"""The learner over a real broker: predict-then-train, versions with offsets, resume."""
+
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from learners.model import TextClassifier
+from learners.service import LearnerService
+from learners.settings import LearnerSettings
+from streaming.events import LabeledExample, ModelEvent
+from streaming.kafka import Consumer, Producer
+from streaming.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+ROWS = [("I love this, wonderful", "pos"), ("terrible, I hate it", "neg"), ("what a great day", "pos"), ("awful mess", "neg")]
+
+
+def publish(settings, n, start=0, labels=None):
+    p = Producer(settings)
+    for i in range(start, start + n):
+        text, label = ROWS[i % len(ROWS)]
+        p.publish(settings.topics.labeled, LabeledExample(id=f"e{i}", text=f"{text} {i}", label=(labels or {}).get(i, label)))
+    p.flush()
+    p.close()
+
+
+def learner_settings(tmp_path, **kw):
+    values = {"registry_uri": str(tmp_path / "registry"), "batch_size": 8, "version_every_n": 16, "version_every_s": 3600}
+    values.update(kw)
+    return LearnerSettings(**values)
+
+
+def run_until(service, predicate, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, service.status()
+        service.step(0.2)
+
+
+def test_versions_hold_offsets_and_resume(make_settings, tmp_path):
+    s = make_settings()
+    ls = learner_settings(tmp_path)
+    publish(s, 32)
+    svc = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    assert svc.parent == 1  # start-up version from the base encoder
+    assert svc.model.labels == []
+    run_until(svc, lambda: svc.trained_total == 32)
+    svc.close()
+    versions = svc.registry.versions()
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert versions[-1]["offsets"] == {f"{s.topics.labeled}:0": 32}
+    assert versions[-1]["parent"] == 2
+    assert versions[-1]["labels"] == ["pos", "neg"]
+    assert versions[-1]["metrics"]["examples_trained"] == 32
+
+    # the ModelEvents were published
+    c = Consumer(s, group_id=None)
+    c.assign([s.topics.models])
+    events = []
+    deadline = time.monotonic() + 10
+    while len(events) < 2 and time.monotonic() < deadline:
+        events += [ModelEvent.model_validate_json(r.value) for r in c.poll(0.5)]
+    c.close()
+    assert [(e.version, e.status, e.parent) for e in events] == [(2, "candidate", 1), (3, "candidate", 2)]
+
+    # a restarted learner continues from the newest version's offsets: nothing is read twice
+    publish(s, 16, start=32)
+    again = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    assert again.parent == 3 and again.trained_total == 32
+    run_until(again, lambda: again.trained_total == 48)
+    again.close()
+    assert again.registry.versions()[-1]["offsets"] == {f"{s.topics.labeled}:0": 48}
+
+    # weights written are the ones loaded
+    model = TextClassifier.load(again.registry.local_path(4))
+    assert model.labels == ["pos", "neg"]
+
+
+def test_checkpoint_past_the_end_of_a_new_broker_starts_from_the_start(make_settings, tmp_path):
+    old = make_settings()
+    ls = learner_settings(tmp_path)
+    publish(old, 16)
+    svc = LearnerService(old, ls, Metrics(CollectorRegistry()))
+    run_until(svc, lambda: svc.trained_total == 16)
+    svc.close()
+    # same topics names, but "a new, empty broker": the offsets point past the end
+    fresh = make_settings(topic_prefix=old.topic_prefix + "x")
+    meta = svc.registry.versions()[-1]
+    svc.registry.update(meta["version"], offsets={f"{fresh.topics.labeled}:0": 16})
+    publish(fresh, 8)
+    again = LearnerService(fresh, ls, Metrics(CollectorRegistry()))
+    assert again._offsets == {f"{fresh.topics.labeled}:0": 0}
+    run_until(again, lambda: again.trained_total == 24)
+    again.close()
+
+
+def test_prequential_predictions_are_made_before_training(make_settings, tmp_path):
+    s = make_settings()
+    ls = learner_settings(tmp_path, labels=["pos", "neg"])
+    metrics = Metrics(CollectorRegistry())
+    svc = LearnerService(s, ls, metrics)
+    publish(s, 64)
+    run_until(svc, lambda: svc.trained_total == 64)
+    svc.close()
+    acc = svc.prequential.value
+    assert acc is not None and 0.0 <= acc <= 1.0
+    assert metrics.prequential._value.get() == acc
+    assert metrics.trained._value.get() == 64

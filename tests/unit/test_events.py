@@ -1,0 +1,82 @@
+import base64
+import json
+
+import pytest
+
+from streaming.errors import InvalidEvent
+from streaming.events import (
+    DLQ_PAYLOAD_BYTES,
+    DeadLetter,
+    FeedbackEvent,
+    LabeledExample,
+    ModelEvent,
+    TextEvent,
+    decode,
+)
+
+
+def raw(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_text_event_round_trip_keeps_extra_fields():
+    ev = decode(TextEvent, raw({"v": 1, "id": "a", "text": "hi", "ts": 1.5, "domain": "d", "x-trace": 7}), 100)
+    assert (ev.id, ev.text, ev.ts, ev.domain) == ("a", "hi", 1.5, "d")
+    again = decode(TextEvent, ev.to_bytes(), 100)
+    assert again == ev
+    assert json.loads(ev.to_bytes())["x-trace"] == 7
+
+
+def test_events_are_frozen():
+    ev = FeedbackEvent(id="a", label="pos")
+    with pytest.raises(Exception):
+        ev.label = "neg"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe not utf8", "invalid_utf8"),
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (raw({"v": 2, "id": "a", "text": "t"}), "unsupported_version"),
+        (raw({"text": "t"}), "missing_field"),
+        (raw({"id": 5, "text": "t"}), "wrong_type"),
+        (raw({"id": "a", "text": ["t"]}), "wrong_type"),
+        (raw({"id": "a", "text": "   "}), "empty_text"),
+        (raw({"id": "a", "text": "x" * 11}), "text_too_long"),
+        (raw({"id": "a", "text": "t", "ts": "yesterday"}), "wrong_type"),
+    ],
+)
+def test_bad_texts_get_a_reason(payload: bytes, reason: str):
+    with pytest.raises(InvalidEvent) as info:
+        decode(TextEvent, payload, max_text_chars=10)
+    assert info.value.reason == reason
+    assert info.value.detail
+
+
+@pytest.mark.parametrize("label", [3, None, "", ["a"]])
+def test_bad_labels(label: object):
+    with pytest.raises(InvalidEvent) as info:
+        decode(FeedbackEvent, raw({"id": "a", "label": label}), 10)
+    assert info.value.reason in ("invalid_label", "missing_field")
+
+
+def test_version_defaults_to_one_and_ts_is_filled():
+    ev = decode(LabeledExample, raw({"id": "a", "text": "t", "label": "x"}), 10)
+    assert ev.v == 1 and ev.ts > 0
+
+
+def test_model_event_status_is_checked():
+    with pytest.raises(InvalidEvent):
+        decode(ModelEvent, raw({"model": "m", "version": 1, "status": "weird", "uri": "u"}), 10)
+
+
+def test_dead_letter_keeps_first_4k_as_text_or_base64():
+    text = DeadLetter.for_message("t", 0, 5, ("é" * 5000).encode(), "invalid_json", "x")
+    assert text.payload_encoding == "utf-8"
+    assert len(text.payload.encode()) <= DLQ_PAYLOAD_BYTES
+    binary = DeadLetter.for_message("t", 1, 6, b"\xff" * 10, "invalid_utf8", "x")
+    assert binary.payload_encoding == "base64"
+    assert base64.b64decode(binary.payload) == b"\xff" * 10
+    assert (binary.source_topic, binary.partition, binary.offset, binary.reason) == ("t", 1, 6, "invalid_utf8")

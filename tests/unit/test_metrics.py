@@ -1,0 +1,65 @@
+from prometheus_client import CollectorRegistry
+
+from streaming.metrics import Metrics, merge_expositions, sample_value
+
+
+def test_known_counters_start_at_zero():
+    text = Metrics(CollectorRegistry()).exposition()
+    assert sample_value(text, "streamcl_dlq_events_total", {"reason": "invalid_json"}) == 0
+    assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 0
+    assert sample_value(text, "streamcl_model_version", {"role": "serving"}) == 0
+
+
+def test_a_process_exports_only_its_parts():
+    m = Metrics(CollectorRegistry(), parts=("joiner",))
+    m.prequential.set(0.9)  # allowed, but not exported by a joiner
+    text = m.exposition()
+    assert sample_value(text, "streamcl_prequential_accuracy") is None
+    assert sample_value(text, "streamcl_join_expired_total") == 0
+
+
+def test_merge_sums_counters_and_combines_gauges():
+    a = Metrics(CollectorRegistry(), parts=("serve",))
+    b = Metrics(CollectorRegistry(), parts=("serve",))
+    learner = Metrics(CollectorRegistry(), parts=("learner",))
+    a.requests.labels("200").inc(3)
+    b.requests.labels("200").inc(4)
+    a.latency.observe(0.01)
+    b.latency.observe(0.2)
+    a.replica_version.set(5)
+    b.replica_version.set(4)
+    learner.prequential.set(0.75)
+    defaults = Metrics(CollectorRegistry()).exposition()
+    text = merge_expositions([a.exposition(), b.exposition(), learner.exposition()], defaults=defaults)
+    assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 7
+    assert sample_value(text, "streamcl_predict_latency_seconds_count") == 2
+    assert sample_value(text, "streamcl_replica_model_version") == 4  # the oldest replica
+    assert sample_value(text, "streamcl_prequential_accuracy") == 0.75
+    assert sample_value(text, "streamcl_join_joined_total") == 0  # from the defaults
+
+
+def test_stale_sources_keep_counters_not_gauges():
+    gone = Metrics(CollectorRegistry(), parts=("serve",))
+    gone.requests.labels("200").inc(2)
+    gone.replica_version.set(1)
+    alive = Metrics(CollectorRegistry(), parts=("serve",))
+    alive.replica_version.set(9)
+    text = merge_expositions([alive.exposition()], counters_only=[gone.exposition()])
+    assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 2
+    assert sample_value(text, "streamcl_replica_model_version") == 9
+
+
+def test_every_metric_belongs_to_one_part():
+    from streaming.metrics import PARTS
+
+    names = {}
+    for part in PARTS:
+        m = Metrics(CollectorRegistry(), parts=(part,))
+        for family in m.registry.collect():
+            names.setdefault(family.name, []).append(part)
+    shared = {"streamcl_events_consumed", "streamcl_events_produced", "streamcl_dlq_events"}
+    assert {n: p for n, p in names.items() if len(p) > 1 and n not in shared} == {}
+    joiner = {f.name for f in Metrics(CollectorRegistry(), parts=("joiner",)).registry.collect()}
+    assert {"streamcl_live_accuracy", "streamcl_join_expired", "streamcl_join_pending"} <= joiner
+    learner = {f.name for f in Metrics(CollectorRegistry(), parts=("learner",)).registry.collect()}
+    assert {"streamcl_prequential_accuracy", "streamcl_learner_examples_trained"} <= learner
