@@ -338,4 +338,5 @@ def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeS
         num_replicas=settings.replicas,
         ray_actor_options={"num_cpus": settings.replica_cpus},
         health_check_period_s=2,
+        logging_config={"enable_access_log": False, "log_level": "WARNING"},
     ).bind(stream, learner, settings)

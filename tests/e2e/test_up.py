@@ -62,6 +62,7 @@ def platform(tmp_path_factory):
         "STREAMCL_VERSION_EVERY_N": "40",
         "STREAMCL_VERSION_EVERY_S": "5",
         "STREAMCL_JOIN_TTL_S": "60",
+        "STREAMCL_MAX_REQUEST_BYTES": str(256 * 1024),
     }
     env.pop("STREAMCL_KAFKA_BOOTSTRAP", None)
     log = (tmp / "up.log").open("w")
@@ -120,11 +121,17 @@ def test_predict_feedback_new_version_and_metrics(platform):
 
     def newer_serving():
         status, body = http("POST", api + "/v1/predict", {"texts": ["the flight was late again"]})
-        return status == 200 and body["model_version"] > first_version and body
+        ok = status == 200 and body["model_version"] > first_version
+        return ok and len(body["predictions"][0]["scores"]) == 3 and body
 
-    answer = wait_for(newer_serving, 240, "a newer version to answer predictions")
+    answer = wait_for(newer_serving, 240, "a newer version that learned every label to answer")
     assert answer["predictions"][0]["label"] in {"negative", "neutral", "positive"}
     assert set(answer["predictions"][0]["scores"]) == {"negative", "neutral", "positive"}
+
+    # served predictions with a label, then their feedback: live accuracy
+    status, body = http("POST", api + "/v1/predict", {"texts": ["great trip", "awful delay"], "ids": ["q1", "q2"]})
+    assert status == 200
+    assert http("POST", api + "/v1/feedback", [{"id": "q1", "label": "positive"}, {"id": "q2", "label": "negative"}])[0] == 202
 
     status, versions = http("GET", api + "/v1/model/versions")
     assert status == 200
@@ -141,7 +148,7 @@ def test_predict_feedback_new_version_and_metrics(platform):
         trained = sample_value(text, "streamcl_learner_examples_trained_total") or 0
         live = sample_value(text, "streamcl_live_scored_total", {"outcome": "correct"}) or 0
         live += sample_value(text, "streamcl_live_scored_total", {"outcome": "wrong"}) or 0
-        return trained >= len(rows) and live >= 1 and text
+        return trained >= len(rows) and live >= 2 and text
 
     text = wait_for(scraped, 120, "metrics to show training and live accuracy")
     for name in ("streamcl_prequential_accuracy", "streamcl_live_accuracy", "streamcl_join_expired_total"):
@@ -164,7 +171,9 @@ def test_http_errors_are_json_with_the_right_status(platform):
     status, body = http("POST", api, {"texts": ["a"] * 257})
     assert status == 413 and body["error"] == "too_many_texts"
     assert http("POST", api, {"texts": ["a" * 10_001]})[0] == 413
-    assert http("POST", api, raw=b"x" * (9 * 1024 * 1024))[0] == 413
+    assert http("POST", api, {"texts": ["a" * 10_000]})[0] == 200
+    status, body = http("POST", api, raw=b"x" * (300 * 1024))
+    assert status == 413 and body["error"] == "request_too_large"
     assert http("POST", platform["api"] + "/v1/feedback", {"id": "a"})[0] == 422
     assert http("POST", platform["api"] + "/v1/feedback", [])[0] == 422
     status, body = http("POST", platform["api"] + "/v1/feedback", {"id": "a", "label": 3})
@@ -228,8 +237,11 @@ def test_malformed_events_go_to_the_dlq_and_valid_ones_all_arrive(platform):
     assert reasons == {"invalid_json", "invalid_utf8", "missing_field", "wrong_type", "empty_text", "text_too_long", "invalid_label"}
     assert all(d.error and d.payload for d in dead)
 
-    after = metrics_text(platform["metrics"])
-    total = sum(sample_value(after, "streamcl_dlq_events_total", {"reason": r}) or 0 for r in reasons)
-    assert total >= 1000
+    def counted():
+        text = metrics_text(platform["metrics"])
+        total = sum(sample_value(text, "streamcl_dlq_events_total", {"reason": r}) or 0 for r in reasons)
+        return total >= 1000 and text
+
+    after = wait_for(counted, 30, "the DLQ metric to count every malformed event")
     for component, started in starts.items():  # no process restarted
         assert sample_value(after, "streamcl_component_start_time_seconds", {"component": component}) == started
