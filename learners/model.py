@@ -54,7 +54,7 @@ class TextClassifier(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.labels: list[str] = list(labels)
-        hidden = int(encoder.config.hidden_size)
+        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.head = nn.Linear(hidden, len(self.labels))
 
     # construction ---------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class TextClassifier(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE))
-        self.encoder.config.save_pretrained(folder)
+        self.encoder.config.save_pretrained(folder)  # type: ignore[union-attr,operator]
         self.tokenizer.save_pretrained(folder)
         info = {"labels": self.labels, "max_length": self.max_length, "pooling": "mean"}
         (folder / CLASSIFIER_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")

@@ -186,4 +186,4 @@ class LearnerService:
             self._producer.close()
 
 
-__all__ = ["LearnerService", "bootstrap_registry", "build_learner", "registry_for", "Path"]
+__all__ = ["LearnerService", "Path", "bootstrap_registry", "build_learner", "registry_for"]

@@ -41,7 +41,12 @@ class ModelController:
     name = "controller"
 
     def __init__(
-        self, stream: StreamSettings, registry: Registry, metrics: Metrics, model: str = "default", gate: Gate | None = None
+        self,
+        stream: StreamSettings,
+        registry: Registry,
+        metrics: Metrics,
+        model: str = "default",
+        gate: Gate | None = None,
     ) -> None:
         self.stream = stream
         self.registry = registry
@@ -50,7 +55,9 @@ class ModelController:
         self.gate = gate or PromoteNewer()
         self.decided = 0
         self._producer = Producer(stream, client_id="streamcl-controller")
-        self._consumer = Consumer(stream, group_id=f"{stream.consumer_group}.controller", client_id="streamcl-controller")
+        self._consumer = Consumer(
+            stream, group_id=f"{stream.consumer_group}.controller", client_id="streamcl-controller"
+        )
         self._consumer.assign([stream.topics.models])
         self.reconcile()
 

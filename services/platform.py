@@ -124,7 +124,7 @@ class Platform:
             .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port)
         )
         self.actors["metrics"] = aggregator
-        self.urls["metrics"] = ray.get(aggregator.address.remote())
+        self.urls["metrics"] = str(ray.get(aggregator.address.remote()))  # type: ignore[attr-defined]
 
         bootstrap_registry(registry_for(s, self.learner), self.learner)
 
@@ -155,7 +155,7 @@ class Platform:
             if actor is not None:
                 try:
                     out[name] = ray.get(actor.status.remote(), timeout=10)
-                except Exception as exc:  # noqa: BLE001 - report, do not fail
+                except Exception as exc:
                     out[name] = {"error": f"{type(exc).__name__}: {exc}"}
         return out
 
@@ -167,14 +167,14 @@ class Platform:
                 from ray import serve
 
                 serve.shutdown()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("serve shutdown")
             for name in ("joiner", "learner", "controller"):
                 actor = self.actors.pop(name, None)
                 if actor is not None:
                     try:
                         ray.get(actor.stop.remote(), timeout=30)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.warning("%s did not stop cleanly", name)
                     ray.kill(actor, no_restart=True)
             self.actors.clear()

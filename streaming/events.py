@@ -48,7 +48,7 @@ class Event(BaseModel):
     """Base of every event: schema version ``v`` and extra fields kept as they came."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1
 
     def to_bytes(self) -> bytes:
         """JSON bytes as published on Kafka."""
@@ -193,13 +193,14 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
     except ValidationError as exc:
         reason, detail = _reason_for(exc)
         raise InvalidEvent(reason, detail) from None
-    text = getattr(event, "text", None)
+    fields = cls.model_fields
+    text = event.text if "text" in fields else None  # type: ignore[attr-defined]
     if text is not None:
         if not text.strip():
             raise InvalidEvent("empty_text", "text is empty")
         if len(text) > max_text_chars:
             raise InvalidEvent("text_too_long", f"text has {len(text)} characters, limit {max_text_chars}")
-    label = getattr(event, "label", None)
+    label = event.label if "label" in fields else None  # type: ignore[attr-defined]
     if isinstance(label, str) and not label.strip():
         raise InvalidEvent("invalid_label", "label is empty")
     return event
@@ -219,4 +220,3 @@ class Record:
     def dead_letter(self, reason: str, error: str) -> DeadLetter:
         """The DeadLetter for this record."""
         return DeadLetter.for_message(self.topic, self.partition, self.offset, self.value, reason, error)
-

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from streaming.errors import InvalidEvent
-from streaming.files import write_json_atomic
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, Record, TextEvent, decode
+from streaming.files import write_json_atomic
 from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
@@ -141,7 +141,12 @@ class JoinState:
         topic, partition, offset = fb.where
         raw = FeedbackEvent(id=id_, label=fb.data["label"], ts=fb.data["ts"]).to_bytes()
         return DeadLetter.for_message(
-            topic, partition, offset, raw, "unjoined_feedback", f"no text with id {id_!r} within the join window ({why})"
+            topic,
+            partition,
+            offset,
+            raw,
+            "unjoined_feedback",
+            f"no text with id {id_!r} within the join window ({why})",
         )
 
     def expire(self, now: float) -> Expired:
@@ -199,7 +204,9 @@ class JoinerService:
             log.info("joiner resumes from its checkpoint: %d pending", len(self.state))
         self._producer = Producer(settings, client_id="streamcl-joiner")
         self._consumer = Consumer(settings, group_id=f"{settings.consumer_group}.joiner", client_id="streamcl-joiner")
-        self._offsets = self._consumer.assign([self.topics.texts, self.topics.feedback, self.topics.predictions], offsets)
+        self._offsets = self._consumer.assign(
+            [self.topics.texts, self.topics.feedback, self.topics.predictions], offsets
+        )
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
         self._dirty = False
@@ -221,32 +228,43 @@ class JoinerService:
 
     def handle(self, records: list[Record]) -> None:
         t = self.topics
-        m = self.metrics
         max_chars = self.settings.max_text_chars
         now = self.clock()
-        labeled = t.labeled
+        state, publish, labeled = self.state, self._producer.publish, t.labeled
+        ok: dict[str, int] = {}
+        bad: dict[str, int] = {}
+        joined = 0
         for rec in records:
+            topic = rec.topic
             try:
-                if rec.topic == t.feedback:
-                    out = self.state.add_feedback(
-                        decode(FeedbackEvent, rec.value, max_chars), now, (rec.topic, rec.partition, rec.offset)
+                if topic == t.feedback:
+                    out = state.add_feedback(
+                        decode(FeedbackEvent, rec.value, max_chars), now, (topic, rec.partition, rec.offset)
                     )
-                elif rec.topic == t.texts:
-                    out = self.state.add_text(decode(TextEvent, rec.value, max_chars), now)
+                elif topic == t.texts:
+                    out = state.add_text(decode(TextEvent, rec.value, max_chars), now)
                 else:
-                    self.state.add_prediction(decode(PredictionEvent, rec.value, max_chars), now)
+                    state.add_prediction(decode(PredictionEvent, rec.value, max_chars), now)
                     out = None
             except InvalidEvent as exc:
                 self._dead_letter(rec.dead_letter(exc.reason, exc.detail))
-                m.consumed.labels(rec.topic, "dlq").inc()
+                bad[topic] = bad.get(topic, 0) + 1
             else:
-                m.consumed.labels(rec.topic, "ok").inc()
+                ok[topic] = ok.get(topic, 0) + 1
                 if out is not None:
-                    self._producer.publish(labeled, out)
-                    m.produced.labels(labeled).inc()
-                    m.joined.inc()
-                    self.counts["joined"] += 1
-            self._offsets[f"{rec.topic}:{rec.partition}"] = rec.offset + 1
+                    publish(labeled, out)
+                    joined += 1
+            self._offsets[f"{topic}:{rec.partition}"] = rec.offset + 1
+        # Metrics once per poll, not per message.
+        m = self.metrics
+        for topic, n in ok.items():
+            m.consumed.labels(topic, "ok").inc(n)
+        for topic, n in bad.items():
+            m.consumed.labels(topic, "dlq").inc(n)
+        if joined:
+            m.produced.labels(labeled).inc(joined)
+            m.joined.inc(joined)
+        self.counts["joined"] += joined
         self.counts["consumed"] += len(records)
         self._dirty = True
         self._publish_gauges()

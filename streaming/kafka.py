@@ -77,7 +77,8 @@ class Producer:
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,
-            "linger_ms": 5,
+            "linger_ms": 20,
+            "batch_size": 512 * 1024,
             "max_request_size": 8 * 1024 * 1024,
             "retries": 2**31 - 1,
         }
@@ -162,7 +163,11 @@ class Consumer:
                 log.warning(
                     "offset %d of %s is outside the partition's range [%d, %d] (new broker or "
                     "expired data): reading from the start, %d",
-                    wanted, key, start[tp], end[tp], start[tp],
+                    wanted,
+                    key,
+                    start[tp],
+                    end[tp],
+                    start[tp],
                 )
                 wanted = start[tp]
             self._consumer.seek(tp, wanted)
@@ -220,9 +225,7 @@ class Consumer:
         from kafka.structs import OffsetAndMetadata
 
         try:
-            self._consumer.commit(
-                {parse_offset_key(k): OffsetAndMetadata(v, "", -1) for k, v in offsets.items()}
-            )
+            self._consumer.commit({parse_offset_key(k): OffsetAndMetadata(v, "", -1) for k, v in offsets.items()})
         except KafkaError as exc:  # the checkpoint holds the truth; the group is for lag
             log.warning("offset commit failed (will retry with the next checkpoint): %s", exc)
 

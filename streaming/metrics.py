@@ -92,9 +92,7 @@ class Metrics:
             "streamcl_prequential_domain_accuracy", "Prequential accuracy per domain", ["domain"], registry=r
         )
         r = part("joiner")  # live accuracy: served predictions joined with feedback
-        self.live = Gauge(
-            "streamcl_live_accuracy", "Accuracy of served predictions that received feedback", registry=r
-        )
+        self.live = Gauge("streamcl_live_accuracy", "Accuracy of served predictions that received feedback", registry=r)
         self.live_domain = Gauge("streamcl_live_domain_accuracy", "Live accuracy per domain", ["domain"], registry=r)
         self.live_scored = Counter(
             "streamcl_live_scored", "Served predictions that received feedback", ["outcome"], registry=r
@@ -118,9 +116,7 @@ class Metrics:
         self.rollbacks = Counter("streamcl_model_rollbacks", "Rollbacks to an earlier version", registry=r)
         # serving
         r = part("serve")
-        self.requests = Counter(
-            "streamcl_predict_requests", "Predict requests by HTTP status", ["code"], registry=r
-        )
+        self.requests = Counter("streamcl_predict_requests", "Predict requests by HTTP status", ["code"], registry=r)
         for code in PREDICT_CODES:
             self.requests.labels(code)
         self.latency = Histogram(

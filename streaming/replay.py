@@ -58,7 +58,9 @@ def replay(
                     flush_feedback(time.monotonic() + wait)
                     time.sleep(max(0.0, started + i / rate - time.monotonic()))
             id_ = row_id(source, i, row)
-            producer.publish(topics.texts, TextEvent(id=id_, text=row.text, domain=row.domain, ts=row.ts or time.time()))
+            producer.publish(
+                topics.texts, TextEvent(id=id_, text=row.text, domain=row.domain, ts=row.ts or time.time())
+            )
             heapq.heappush(pending, (time.monotonic() + label_delay_s, i, FeedbackEvent(id=id_, label=row.label)))
             flush_feedback(time.monotonic())
             if progress and i % 100 == 0:

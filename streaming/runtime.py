@@ -58,14 +58,14 @@ class MetricsPusher:
         while not self._stop.wait(self.interval_s):
             try:
                 self.push()
-            except Exception:  # noqa: BLE001 - no aggregator (yet): metrics wait, service goes on
+            except Exception:
                 self._actor = None
 
     def stop(self) -> None:
         self._stop.set()
         try:
             self.push()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -95,7 +95,7 @@ class ServiceHost:
             try:
                 self.service.step()
                 backoff = 0.5
-            except Exception as exc:  # noqa: BLE001 - a loop must outlive one bad step
+            except Exception as exc:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("%s step failed (retrying in %.1fs):\n%s", self.source, backoff, traceback.format_exc())

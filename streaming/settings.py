@@ -54,9 +54,7 @@ class BaseStreamclSettings(BaseSettings):
 class StreamSettings(BaseStreamclSettings):
     """Kafka connection, topics, event limits and the joiner's window."""
 
-    kafka_bootstrap: str | None = Field(
-        None, description="Kafka bootstrap servers; unset: start the embedded broker"
-    )
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: start the embedded broker")
     embedded_broker: str = Field("127.0.0.1:9092", description="host:port of the embedded broker")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None

@@ -68,10 +68,14 @@ def platform(tmp_path_factory):
     log = (tmp / "up.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--duration", "1500", "--progress-s", "5"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2],
     )
     api = f"http://127.0.0.1:{ports['api']}"
     try:
+
         def ready():
             assert proc.poll() is None, (tmp / "up.log").read_text()[-5000:]
             try:
@@ -114,7 +118,10 @@ def test_predict_feedback_new_version_and_metrics(platform):
     data.write_text("\n".join(json.dumps({"text": r.text, "label": r.label, "domain": r.domain}) for r in rows))
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "replay", str(data), "--label-delay", "0.5"],
-        env=platform["env"], capture_output=True, text=True, timeout=120,
+        env=platform["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert f"sent {len(rows)} texts and {len(rows)} labels" in done.stdout
@@ -131,7 +138,10 @@ def test_predict_feedback_new_version_and_metrics(platform):
     # served predictions with a label, then their feedback: live accuracy
     status, body = http("POST", api + "/v1/predict", {"texts": ["great trip", "awful delay"], "ids": ["q1", "q2"]})
     assert status == 200
-    assert http("POST", api + "/v1/feedback", [{"id": "q1", "label": "positive"}, {"id": "q2", "label": "negative"}])[0] == 202
+    assert (
+        http("POST", api + "/v1/feedback", [{"id": "q1", "label": "positive"}, {"id": "q2", "label": "negative"}])[0]
+        == 202
+    )
 
     status, versions = http("GET", api + "/v1/model/versions")
     assert status == 200
@@ -234,7 +244,15 @@ def test_malformed_events_go_to_the_dlq_and_valid_ones_all_arrive(platform):
     assert joined == {f"good{i}" for i in range(1000)}
     assert len(dead) == 1000
     reasons = {d.reason for d in dead}
-    assert reasons == {"invalid_json", "invalid_utf8", "missing_field", "wrong_type", "empty_text", "text_too_long", "invalid_label"}
+    assert reasons == {
+        "invalid_json",
+        "invalid_utf8",
+        "missing_field",
+        "wrong_type",
+        "empty_text",
+        "text_too_long",
+        "invalid_label",
+    }
     assert all(d.error and d.payload for d in dead)
 
     def counted():

@@ -14,20 +14,32 @@ from streaming.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 
-ROWS = [("I love this, wonderful", "pos"), ("terrible, I hate it", "neg"), ("what a great day", "pos"), ("awful mess", "neg")]
+ROWS = [
+    ("I love this, wonderful", "pos"),
+    ("terrible, I hate it", "neg"),
+    ("what a great day", "pos"),
+    ("awful mess", "neg"),
+]
 
 
 def publish(settings, n, start=0, labels=None):
     p = Producer(settings)
     for i in range(start, start + n):
         text, label = ROWS[i % len(ROWS)]
-        p.publish(settings.topics.labeled, LabeledExample(id=f"e{i}", text=f"{text} {i}", label=(labels or {}).get(i, label)))
+        p.publish(
+            settings.topics.labeled, LabeledExample(id=f"e{i}", text=f"{text} {i}", label=(labels or {}).get(i, label))
+        )
     p.flush()
     p.close()
 
 
 def learner_settings(tmp_path, **kw):
-    values = {"registry_uri": str(tmp_path / "registry"), "batch_size": 8, "version_every_n": 16, "version_every_s": 3600}
+    values = {
+        "registry_uri": str(tmp_path / "registry"),
+        "batch_size": 8,
+        "version_every_n": 16,
+        "version_every_s": 3600,
+    }
     values.update(kw)
     return LearnerSettings(**values)
 

@@ -2,6 +2,7 @@ import base64
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from streaming.errors import InvalidEvent
 from streaming.events import (
@@ -29,7 +30,7 @@ def test_text_event_round_trip_keeps_extra_fields():
 
 def test_events_are_frozen():
     ev = FeedbackEvent(id="a", label="pos")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         ev.label = "neg"  # type: ignore[misc]
 
 
