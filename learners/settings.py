@@ -33,7 +33,7 @@ class LearnerSettings(BaseStreamclSettings):
     keep_versions: int = Field(10, ge=2, description="versions whose weights are kept (besides serving)")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the learner process")
     prequential_window: int = Field(500, ge=10, description="examples in the prequential accuracy window")
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the learner")
 
     @field_validator("labels", mode="before")
     @classmethod

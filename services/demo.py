@@ -32,7 +32,7 @@ class DemoSettings(BaseStreamclSettings):
     demo_domain_seconds: float = Field(120.0, gt=0, description="about how long each domain lasts")
     demo_label_delay_s: float = Field(5.0, ge=0, description="delay before a text's feedback is sent")
     demo_batch: int = Field(4, ge=1, le=256, description="texts per predict request")
-    demo_seed: int = 0
+    demo_seed: int = Field(0, description="shuffle seed of the demo stream")
 
 
 def demo_stream(name: str, settings: DemoSettings) -> list[Row]:

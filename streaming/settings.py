@@ -56,15 +56,19 @@ class StreamSettings(BaseStreamclSettings):
 
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: start the embedded broker")
     embedded_broker: str = Field("127.0.0.1:9092", description="host:port of the embedded broker")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
-    kafka_ssl_password: SecretStr | None = None
-    kafka_ssl_check_hostname: bool = True
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism (required with SASL_*)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret, masked)")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS")
+    kafka_ssl_certfile: str | None = Field(None, description="client certificate for mutual TLS")
+    kafka_ssl_keyfile: str | None = Field(None, description="client key for mutual TLS")
+    kafka_ssl_password: SecretStr | None = Field(None, description="client key password (secret)")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify the broker's TLS host name")
     topic_prefix: str = Field("streamcl", pattern=r"^[A-Za-z0-9._-]{1,200}$", description="topic names prefix")
     topic_partitions: int = Field(1, ge=1, le=1024, description="partitions of topics streamcl creates")
     topic_replication: int = Field(1, ge=1, le=16, description="replication of topics streamcl creates")
