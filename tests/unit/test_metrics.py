@@ -57,7 +57,12 @@ def test_every_metric_belongs_to_one_part():
         m = Metrics(CollectorRegistry(), parts=(part,))
         for family in m.registry.collect():
             names.setdefault(family.name, []).append(part)
-    shared = {"streamcl_events_consumed", "streamcl_events_produced", "streamcl_dlq_events"}
+    shared = {
+        "streamcl_events_consumed",
+        "streamcl_events_produced",
+        "streamcl_dlq_events",
+        "streamcl_component_start_time_seconds",
+    }
     assert {n: p for n, p in names.items() if len(p) > 1 and n not in shared} == {}
     joiner = {f.name for f in Metrics(CollectorRegistry(), parts=("joiner",)).registry.collect()}
     assert {"streamcl_live_accuracy", "streamcl_join_expired", "streamcl_join_pending"} <= joiner
