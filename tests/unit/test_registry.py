@@ -1,0 +1,63 @@
+import pytest
+
+from learners.registry import LocalRegistry, open_registry
+from streaming.errors import RegistryError
+
+
+def write(content: bytes):
+    def files(folder):
+        (folder / "model.safetensors").write_bytes(content)
+
+    return files
+
+
+def test_versions_only_grow_and_keep_lineage(tmp_path):
+    reg = LocalRegistry(tmp_path)
+    assert reg.latest() is None and reg.serving() is None
+    v1 = reg.create(write(b"one"), {"parent": None})
+    v2 = reg.create(write(b"two"), {"parent": 1})
+    v3 = reg.create(write(b"three"), {"parent": 2})
+    assert [v1["version"], v2["version"], v3["version"]] == [1, 2, 3]
+    assert v3["status"] == "candidate" and v3["uri"].endswith("/versions/000003")
+    reg.set_serving(1)
+    assert reg.prune(keep_last=1, keep={1}) == [2]
+    assert reg.meta(2)["pruned"] is True
+    with pytest.raises(RegistryError):
+        reg.local_path(2)
+    assert (reg.local_path(1) / "model.safetensors").read_bytes() == b"one"
+    # a new registry object on the same folder continues the numbering
+    assert LocalRegistry(tmp_path).create(write(b"four"), {})["version"] == 4
+    assert [m["version"] for m in reg.versions()] == [1, 2, 3, 4]
+    assert reg.latest()["version"] == 4
+
+
+def test_corrupt_files_are_detected(tmp_path):
+    reg = LocalRegistry(tmp_path)
+    meta = reg.create(write(b"weights"), {})
+    (reg.local_path(meta["version"]) / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(RegistryError, match="corrupt"):
+        reg.local_path(meta["version"])
+
+
+def test_failed_write_leaves_no_version(tmp_path):
+    reg = LocalRegistry(tmp_path)
+
+    def boom(folder):
+        (folder / "half").write_bytes(b"x")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        reg.create(boom, {})
+    assert reg.versions() == []
+    assert not [p for p in (tmp_path / "versions").iterdir()]
+
+
+def test_unknown_versions_and_schemes(tmp_path):
+    reg = LocalRegistry(tmp_path)
+    with pytest.raises(RegistryError):
+        reg.meta(7)
+    with pytest.raises(RegistryError):
+        reg.set_serving(7)
+    assert isinstance(open_registry(f"file://{tmp_path}"), LocalRegistry)
+    with pytest.raises(RegistryError, match="unsupported"):
+        open_registry("gopher://x/y")
