@@ -189,6 +189,7 @@ class Api:
 
     def __init__(self, stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> None:
         logging.basicConfig(level=logging.INFO)
+        logging.getLogger("kafka").setLevel(logging.WARNING)
         set_threads(settings.torch_threads)
         self.stream = stream
         self.settings = settings

@@ -172,6 +172,10 @@ def decode(cls: type[E], raw: bytes | None, max_text_chars: int) -> E:
     """Decode Kafka bytes into ``cls``; raise :class:`InvalidEvent` with a DLQ reason."""
     if raw is None:
         raise InvalidEvent("invalid_json", "empty message (tombstone)")
+    try:  # fast path: parse and validate in pydantic-core; errors take the precise path below
+        return _check_limits(cls, cls.model_validate_json(raw), max_text_chars)
+    except ValidationError:
+        pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -193,6 +197,10 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
     except ValidationError as exc:
         reason, detail = _reason_for(exc)
         raise InvalidEvent(reason, detail) from None
+    return _check_limits(cls, event, max_text_chars)
+
+
+def _check_limits(cls: type[E], event: E, max_text_chars: int) -> E:
     fields = cls.model_fields
     text = event.text if "text" in fields else None  # type: ignore[attr-defined]
     if text is not None:
