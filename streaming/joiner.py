@@ -21,6 +21,7 @@ from typing import Any
 from streaming.errors import InvalidEvent
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, Record, TextEvent, decode
 from streaming.files import write_json_atomic
+from streaming.kafka import Consumer, ProcessProducer, Producer
 from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
@@ -188,8 +189,6 @@ class JoinerService:
         checkpoint_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from streaming.kafka import Consumer, Producer
-
         self.settings = settings
         self.metrics = metrics
         self.topics = settings.topics
@@ -202,7 +201,11 @@ class JoinerService:
             self.state.load_json(saved["state"])
             offsets = saved["offsets"]
             log.info("joiner resumes from its checkpoint: %d pending", len(self.state))
-        self._producer = Producer(settings, client_id="streamcl-joiner")
+        self._producer: Producer | ProcessProducer = (
+            ProcessProducer(settings, client_id="streamcl-joiner")
+            if settings.join_producer_process
+            else Producer(settings, client_id="streamcl-joiner")
+        )
         self._consumer = Consumer(settings, group_id=f"{settings.consumer_group}.joiner", client_id="streamcl-joiner")
         self._offsets = self._consumer.assign(
             [self.topics.texts, self.topics.feedback, self.topics.predictions], offsets
@@ -255,6 +258,8 @@ class JoinerService:
                     publish(labeled, out)
                     joined += 1
             self._offsets[f"{topic}:{rec.partition}"] = rec.offset + 1
+        if isinstance(self._producer, ProcessProducer):
+            self._producer.ship()
         # Metrics once per poll, not per message.
         m = self.metrics
         for topic, n in ok.items():

@@ -231,3 +231,95 @@ class Consumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> None:
+    """Child side of :class:`ProcessProducer`: send what arrives, report errors on flush."""
+    try:
+        producer = Producer(settings, client_id=client_id)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ok", None))
+    errors: list[str] = []
+    try:
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if kind == "send":
+                for topic, key, value in payload:
+                    producer.send(topic, value, key).add_errback(lambda e: errors.append(str(e)))
+            elif kind == "flush":
+                producer.flush()
+                conn.send(("error", errors[0]) if errors else ("ok", None))
+                errors.clear()
+            elif kind == "close":
+                return
+    finally:
+        producer.close()
+
+
+class ProcessProducer:
+    """A :class:`Producer` in a child process, so that building and sending records uses a
+    core of its own while this process consumes. Messages are shipped in batches (one pipe
+    write per :meth:`ship`, or every ``batch`` messages); :meth:`flush` returns once the child
+    has flushed everything shipped, and raises if any send failed."""
+
+    def __init__(self, settings: StreamSettings, client_id: str = "streamcl", batch: int = 2000) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_producer_process, args=(child, settings, client_id), name=f"{client_id}-producer", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._batch = batch
+        self._buffer: list[tuple[str, bytes | None, bytes]] = []
+        self._expect_ok("start", 60.0, settings.bootstrap)
+        self._bootstrap = settings.bootstrap
+
+    def _expect_ok(self, what: str, timeout_s: float, bootstrap: str | None = None) -> None:
+        if not self._conn.poll(timeout_s):
+            raise BrokerError(f"producer process did not {what} in {timeout_s}s", bootstrap)
+        try:
+            status, detail = self._conn.recv()
+        except EOFError:
+            raise BrokerError(f"producer process died during {what}", bootstrap) from None
+        if status != "ok":
+            raise BrokerError(f"producer process {what} failed: {detail}", bootstrap)
+
+    def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> None:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        self._buffer.append((topic, key, value))
+        if len(self._buffer) >= self._batch:
+            self.ship()
+
+    def publish(self, topic: str, event: Event, key: str | None = None) -> None:
+        self.send(topic, event.to_bytes(), key if key is not None else getattr(event, "id", None))
+
+    def ship(self) -> None:
+        """Hand the buffered messages to the child (blocks while the pipe is full: backpressure)."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._conn.send(("send", batch))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self.ship()
+        self._conn.send(("flush", None))
+        self._expect_ok("flush", timeout_s or 300.0, self._bootstrap)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            if self._proc.is_alive():
+                self.flush(timeout_s)
+                self._conn.send(("close", None))
+        finally:
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                self._proc.terminate()
+            self._conn.close()

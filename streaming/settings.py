@@ -76,6 +76,9 @@ class StreamSettings(BaseStreamclSettings):
     join_ttl_s: float = Field(600.0, gt=0, description="how long a text or feedback waits for its pair")
     join_max_pending: int = Field(200_000, ge=1, description="most texts+feedback waiting in the joiner")
     join_checkpoint_s: float = Field(2.0, gt=0, description="joiner state checkpoint interval")
+    join_producer_process: bool = Field(
+        True, description="the joiner produces from a child process (a core of its own)"
+    )
     consumer_group: str = Field("streamcl", description="consumer group prefix")
     state_dir: Path = Field(Path(".state"), description="local state (registry, checkpoints)")
 

@@ -61,3 +61,20 @@ def test_ensure_topics_is_idempotent(make_settings):
     c = Consumer(s, group_id=None)
     assert len(c.partitions(s.topics.texts + ".extra")) == 3
     c.close()
+
+
+def test_process_producer_delivers_in_order_and_flushes(make_settings):
+    from streaming.kafka import ProcessProducer
+
+    s = make_settings()
+    p = ProcessProducer(s, client_id="test", batch=7)
+    for i in range(100):
+        p.publish(s.topics.texts, TextEvent(id=f"k{i}", text=f"t{i}"))
+    p.flush()  # returns only once the child flushed all 100
+    c = Consumer(s, group_id=None)
+    c.assign([s.topics.texts])
+    records = c.poll(2.0)
+    c.close()
+    assert [r.key.decode() for r in records] == [f"k{i}" for i in range(100)]
+    p.close()
+    assert not p._proc.is_alive()
