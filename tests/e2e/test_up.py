@@ -32,7 +32,11 @@ def http(method: str, url: str, body: object = None, raw: bytes | None = None, h
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        body = e.read()
+        try:
+            return e.code, json.loads(body or b"null")
+        except ValueError:  # the Serve proxy's own 404 before our routes exist is text
+            return e.code, body.decode(errors="replace")
 
 
 def metrics_text(url: str) -> str:
