@@ -5,6 +5,7 @@ from streaming.errors import BrokerError, ConfigError, InvalidEvent, RegistryErr
 from streaming.events import (
     DLQ_REASONS,
     DeadLetter,
+    DriftEvent,
     FeedbackEvent,
     LabeledExample,
     ModelEvent,
@@ -19,6 +20,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "DeadLetter",
+    "DriftEvent",
     "FeedbackEvent",
     "InvalidEvent",
     "LabeledExample",

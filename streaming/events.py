@@ -87,7 +87,7 @@ class PredictionEvent(Event):
     """What the serving model answered for a text (topic ``streamcl.predictions``)."""
 
     id: StrictStr = Field(min_length=1, max_length=256)
-    label: StrictStr | None
+    label: StrictStr | None = None  # None while the model knows no label (left out of the JSON)
     scores: dict[str, float]
     model_version: StrictInt
     ts: Timestamp = Field(default_factory=now)
@@ -105,6 +105,23 @@ class ModelEvent(Event):
     parent: StrictInt | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     uri: StrictStr
+    ts: Timestamp = Field(default_factory=now)
+
+
+DriftKind = Literal["input", "prediction", "concept"]
+
+
+class DriftEvent(Event):
+    """A drift detector fired (topic ``streamcl.drift``); the learner can act on it."""
+
+    detector: StrictStr
+    kind: DriftKind
+    score: float
+    threshold: float | None = None
+    at: StrictInt = Field(ge=0, description="observations the detector had seen when it fired")
+    source: StrictStr = Field(description="the component that detected it (monitor, learner)")
+    model: StrictStr = "default"
+    detail: dict[str, Any] = Field(default_factory=dict)
     ts: Timestamp = Field(default_factory=now)
 
 

@@ -134,6 +134,7 @@ class Topics:
     predictions: str
     models: str
     dlq: str
+    drift: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

@@ -8,9 +8,11 @@ from streaming.errors import InvalidEvent
 from streaming.events import (
     DLQ_PAYLOAD_BYTES,
     DeadLetter,
+    DriftEvent,
     FeedbackEvent,
     LabeledExample,
     ModelEvent,
+    PredictionEvent,
     TextEvent,
     decode,
 )
@@ -81,3 +83,16 @@ def test_dead_letter_keeps_first_4k_as_text_or_base64():
     assert binary.payload_encoding == "base64"
     assert base64.b64decode(binary.payload) == b"\xff" * 10
     assert (binary.source_topic, binary.partition, binary.offset, binary.reason) == ("t", 1, 6, "invalid_utf8")
+
+
+def test_a_prediction_without_a_label_round_trips():
+    # a model that knows no label yet answers label None: its log must not be dead-lettered
+    raw = PredictionEvent(id="p", label=None, scores={}, model_version=1).to_bytes()
+    assert decode(PredictionEvent, raw, 100).label is None
+
+
+def test_drift_event_round_trip():
+    ev = DriftEvent(detector="ks", kind="input", score=5.0, threshold=4.0, at=120, source="monitor")
+    assert decode(DriftEvent, ev.to_bytes(), 100) == ev
+    with pytest.raises(InvalidEvent):
+        decode(DriftEvent, b'{"v":1,"detector":"ks","kind":"weird","score":1,"at":1,"source":"m"}', 100)

@@ -26,7 +26,7 @@ def test_missing_config_file(monkeypatch, tmp_path):
 def test_topics_from_prefix():
     t = Topics.with_prefix("p")
     assert t.texts == "p.texts" and t.dlq == "p.dlq"
-    assert len(set(t.all())) == 6
+    assert len(set(t.all())) == 7 and t.drift == "p.drift"
 
 
 def test_secrets_are_masked_and_passed_to_kafka():
