@@ -32,5 +32,10 @@ class Learner(ABC):
         Returns the predictions made before the update, in order.
         """
 
+    def set_lr_scale(self, factor: float) -> bool:
+        """Scale the learning rates to ``factor`` times the configured ones (drift adaptation);
+        False when this learner has no learning rate to scale."""
+        return False
+
     def predict(self, texts: Sequence[str]) -> list[str | None]:
         return [p.label for p in self.model.predict(texts)]

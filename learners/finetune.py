@@ -35,6 +35,7 @@ class FineTuneLearner(Learner):
         self.trainable_layers = trainable_layers
         self.weight_decay = weight_decay
         self.seed = seed
+        self.lr_scale = 1.0
         torch.manual_seed(seed)
         model.freeze_below(trainable_layers)
         model.eval()
@@ -43,10 +44,18 @@ class FineTuneLearner(Learner):
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        groups = [{"params": list(self.model.head.parameters()), "lr": self.head_lr}]
+        groups = [
+            {"params": list(self.model.head.parameters()), "lr": self.head_lr * self.lr_scale, "base": self.head_lr}
+        ]
         if encoder:
-            groups.append({"params": encoder, "lr": self.lr})
+            groups.append({"params": encoder, "lr": self.lr * self.lr_scale, "base": self.lr})
         return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+
+    def set_lr_scale(self, factor: float) -> bool:
+        self.lr_scale = factor
+        for group in self._optimizer.param_groups:
+            group["lr"] = group["base"] * factor
+        return True
 
     def learn(self, batch: Sequence[Example]) -> list[str | None]:
         if not batch:

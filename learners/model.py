@@ -162,16 +162,38 @@ class TextClassifier(nn.Module):
                     p.requires_grad = True
 
 
-def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
-    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "layers", "encoder.layers")
+
+
+def _layer_list(encoder: nn.Module) -> tuple[Any, str]:
+    """(the module holding the transformer layers, the attribute name of the layer list)."""
+    for path in _LAYER_PATHS:
+        *parents, last = path.split(".")
         obj: Any = encoder
         try:
-            for part in path.split("."):
+            for part in parents:
                 obj = getattr(obj, part)
+            getattr(obj, last)
         except AttributeError:
             continue
-        return list(obj)
+        return obj, last
     raise RegistryError(f"cannot find the transformer layers of {type(encoder).__name__}")
+
+
+def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    holder, name = _layer_list(encoder)
+    return list(getattr(holder, name))
+
+
+def truncate_layers(encoder: nn.Module, keep: int) -> None:
+    """Keep only the first ``keep`` transformer layers (a cheaper, still contextual encoder)."""
+    holder, name = _layer_list(encoder)
+    layers = getattr(holder, name)
+    if 0 < keep < len(layers):
+        setattr(holder, name, nn.ModuleList(list(layers)[:keep]))
+        config = getattr(encoder, "config", None)
+        if config is not None and hasattr(config, "num_hidden_layers"):
+            config.num_hidden_layers = keep
 
 
 def _unique(labels: Sequence[str]) -> list[str]:

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from learners.base import Example, Learner
+from learners.evaluation import Holdout
 from learners.finetune import FineTuneLearner
 from learners.model import TextClassifier, set_threads
 from learners.registry import Registry, open_registry
 from learners.settings import LearnerSettings
+from streaming.drift import Detection, concept_detectors
 from streaming.errors import InvalidEvent
-from streaming.events import LabeledExample, ModelEvent, decode
+from streaming.events import DriftEvent, LabeledExample, ModelEvent, decode
 from streaming.joiner import RollingAccuracy
 from streaming.kafka import Consumer, Producer, offset_key
 from streaming.metrics import Metrics
@@ -76,13 +78,28 @@ class LearnerService:
         self.registry = registry_for(stream, settings)
         base = bootstrap_registry(self.registry, settings)
         self.parent: int = base["version"]
-        self.model = TextClassifier.load(self.registry.local_path(self.parent))
+        folder = self.registry.local_path(self.parent)
+        self.model = TextClassifier.load(folder)
         self.learner = build_learner(settings, self.model)
+        self.holdout = Holdout(settings.eval_holdout_every, settings.eval_per_domain)
+        self.holdout.load(folder)
+        self.concept = concept_detectors(settings.concept_detectors)
+        metrics.track_detectors(self.concept)
+        metrics.lr_multiplier.set(1.0)
+        self._boost_left = 0
+        self._cooldown = 0
+        self._reset_pending = False
         self.prequential = RollingAccuracy(settings.prequential_window)
         self.trained_total = int(base.get("metrics", {}).get("examples_trained", 0))
         self._producer = Producer(stream, client_id="streamcl-learner")
         self._consumer = Consumer(stream, group_id=f"{stream.consumer_group}.learner", client_id="streamcl-learner")
         self._offsets = self._consumer.assign([self.topics.labeled], base.get("offsets") or {})
+        self._drift_consumer: Consumer | None = None
+        if set(settings.drift_act_on) - {"concept"}:
+            self._drift_consumer = Consumer(
+                stream, group_id=f"{stream.consumer_group}.learner-drift", client_id="streamcl-learner"
+            )
+            self._drift_consumer.assign([self.topics.drift])
         self._since_version = 0
         self._last_version = time.monotonic()
         self._last_lag = 0.0
@@ -102,6 +119,8 @@ class LearnerService:
             self._offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
         if batch:
             self.train(batch)
+        if self._drift_consumer is not None:
+            self._poll_drift_events()
         now = time.monotonic()
         if now - self._last_lag > 2.0:
             self._last_lag = now
@@ -113,13 +132,24 @@ class LearnerService:
             self.write_version()
         return len(records)
 
-    def train(self, batch: list[LabeledExample]) -> None:
+    def train(self, labeled: list[LabeledExample]) -> None:
         m = self.metrics
+        examples = [Example(ex.text, ex.label, ex.domain) for ex in labeled]
+        batch = [ex for ex in examples if not self.holdout.take(ex)]
+        if len(batch) < len(examples):
+            m.held_out.inc(len(examples) - len(batch))
+        if not batch:
+            return
         started = time.perf_counter()
-        preds = self.learner.learn([Example(ex.text, ex.label, ex.domain) for ex in batch])
+        preds = self.learner.learn(batch)
         m.train_seconds.inc(time.perf_counter() - started)
         for ex, pred in zip(batch, preds):
             self.prequential.add(pred == ex.label, ex.domain)
+            for detector in self.concept:
+                self._on_drift(detector.update(0.0 if pred == ex.label else 1.0))
+        for detector in self.concept:
+            m.observe_detector(detector)
+        self._after_examples(len(batch))
         n = len(batch)
         self.trained_total += n
         self._since_version += n
@@ -131,10 +161,95 @@ class LearnerService:
         for domain, acc in self.prequential.per_domain().items():
             m.prequential_domain.labels(domain).set(acc)
 
-    def write_version(self) -> dict[str, Any]:
+    # drift ------------------------------------------------------------------------------------
+    def _on_drift(self, d: Detection | None, source: str = "learner") -> None:
+        if d is None:
+            return
+        m = self.metrics
+        if source == "learner":
+            m.drift_detected.labels(d.detector, d.kind).inc()
+            log.warning(
+                "concept drift detected by %s after %d examples (recent error rate %.2f)", d.detector, d.at, d.score
+            )
+            event = DriftEvent(
+                detector=d.detector,
+                kind="concept",
+                score=d.score,
+                threshold=None,
+                at=d.at,
+                source="learner",
+                model=self.settings.model_name,
+                detail=d.detail,
+            )
+            try:
+                self._producer.publish(self.topics.drift, event, key=d.detector)
+            except Exception as exc:
+                log.warning("could not publish the drift event: %s", exc)
+        if d.kind not in self.settings.drift_act_on:
+            return
+        if self._cooldown > 0 or self._boost_left > 0:
+            log.info("drift from %s noted; already adapting (no new action)", d.detector)
+            return
+        actions = self.settings.drift_actions
+        if "snapshot" in actions and self._since_version > 0:
+            self.write_version(note=f"snapshot before adapting to {d.kind} drift ({d.detector})")
+            m.drift_actions.labels("snapshot").inc()
+        if "boost" in actions and self.learner.set_lr_scale(self.settings.drift_boost_factor):
+            self._boost_left = self.settings.drift_boost_examples
+            m.lr_multiplier.set(self.settings.drift_boost_factor)
+            m.drift_actions.labels("boost").inc()
+        self._reset_pending = "reset" in actions
+        self._cooldown = self.settings.drift_cooldown_examples
+        log.warning("adapting to %s drift: %s", d.kind, ", ".join(actions))
+        if self._boost_left == 0:
+            self._after_examples(0)
+
+    def _after_examples(self, n: int) -> None:
+        """Count adaptation down; when it ends, restore the learning rate and reset detectors."""
+        if self._boost_left > 0:
+            self._boost_left = max(0, self._boost_left - n)
+            if self._boost_left == 0:
+                self.learner.set_lr_scale(1.0)
+                self.metrics.lr_multiplier.set(1.0)
+        elif self._cooldown > 0:
+            self._cooldown = max(0, self._cooldown - n)
+        if self._boost_left == 0 and self._reset_pending:
+            for detector in self.concept:
+                detector.reset()
+            self._reset_pending = False
+            self.metrics.drift_actions.labels("reset").inc()
+
+    def _poll_drift_events(self) -> None:
+        assert self._drift_consumer is not None
+        records = self._drift_consumer.poll(0.0, max_records=100)
+        for rec in records:
+            try:
+                ev = decode(DriftEvent, rec.value, self.stream.max_text_chars)
+            except InvalidEvent:
+                continue
+            if ev.source != "learner" and ev.model == self.settings.model_name:
+                self._on_drift(Detection(ev.detector, ev.kind, ev.score, ev.threshold or 0.0, ev.at), ev.source)
+        if records:
+            self._drift_consumer.commit({offset_key(r.topic, r.partition): r.offset + 1 for r in records})
+
+    # versions ---------------------------------------------------------------------------------
+    def write_version(self, note: str | None = None) -> dict[str, Any]:
         """Durable version first, then its ModelEvent, then the offset commit."""
+        evaluation = self.holdout.evaluate(self.learner.predict)
+        m = self.metrics
+        for domain, acc in evaluation["domain_accuracy"].items():
+            m.domain_accuracy.labels(domain).set(acc)
+            m.domain_forgetting.labels(domain).set(evaluation["domain_forgetting"][domain])
+        if evaluation["average_accuracy"] is not None:
+            m.average_accuracy.set(evaluation["average_accuracy"])
+            m.forgetting.set(evaluation["forgetting"])
+
+        def save(folder: Path) -> None:
+            self.model.save(folder)
+            self.holdout.save(folder)
+
         meta = self.registry.create(
-            self.model.save,
+            save,
             {
                 "model": self.settings.model_name,
                 "parent": self.parent,
@@ -145,7 +260,9 @@ class LearnerService:
                     "examples_trained": self.trained_total,
                     "prequential_accuracy": self.prequential.value,
                     "prequential_domain_accuracy": self.prequential.per_domain(),
+                    **evaluation,
                 },
+                **({"note": note} if note else {}),
             },
         )
         version = int(meta["version"])
@@ -182,6 +299,8 @@ class LearnerService:
     def close(self) -> None:
         try:
             self._consumer.close()
+            if self._drift_consumer is not None:
+                self._drift_consumer.close()
         finally:
             self._producer.close()
 

@@ -34,8 +34,27 @@ class LearnerSettings(BaseStreamclSettings):
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the learner process")
     prequential_window: int = Field(500, ge=10, description="examples in the prequential accuracy window")
     seed: int = Field(0, description="random seed of the learner")
+    concept_detectors: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["kswin", "ddm"],
+        description="concept-drift detectors on the prequential errors (River): adwin, page_hinkley, kswin, ddm",
+    )
+    drift_act_on: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["concept"], description="drift kinds the learner acts on: concept, input, prediction"
+    )
+    drift_actions: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["snapshot", "boost", "reset"],
+        description="on drift: snapshot (write a version first), boost (raise the learning rate), "
+        "reset (fresh detectors after adapting)",
+    )
+    drift_boost_factor: float = Field(3.0, ge=1, le=100, description="learning-rate multiplier while adapting")
+    drift_boost_examples: int = Field(300, ge=1, description="examples trained with the boosted learning rate")
+    drift_cooldown_examples: int = Field(200, ge=0, description="examples after an action before acting again")
+    eval_holdout_every: int = Field(
+        10, ge=0, description="hold out every k-th example of a domain for evaluation (0: none)"
+    )
+    eval_per_domain: int = Field(32, ge=1, description="held-out examples kept per domain")
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -45,4 +64,34 @@ class LearnerSettings(BaseStreamclSettings):
 
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("concept_detectors")
+    @classmethod
+    def _known_detectors(cls, value: list[str]) -> list[str]:
+        from streaming.drift import RIVER_DETECTORS
+
+        unknown = [v for v in value if v not in RIVER_DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown concept detectors {unknown}; valid: {', '.join(RIVER_DETECTORS)}")
+        return value
+
+    @field_validator("drift_act_on")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        from streaming.drift import KINDS
+
+        unknown = [v for v in value if v not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown drift kinds {unknown}; valid: {', '.join(KINDS)}")
+        return value
+
+    @field_validator("drift_actions")
+    @classmethod
+    def _known_actions(cls, value: list[str]) -> list[str]:
+        from streaming.metrics import DRIFT_ACTIONS
+
+        unknown = [v for v in value if v not in DRIFT_ACTIONS]
+        if unknown:
+            raise ValueError(f"unknown drift actions {unknown}; valid: {', '.join(DRIFT_ACTIONS)}")
         return value

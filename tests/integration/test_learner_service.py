@@ -39,6 +39,7 @@ def learner_settings(tmp_path, **kw):
         "batch_size": 8,
         "version_every_n": 16,
         "version_every_s": 3600,
+        "eval_holdout_every": 0,  # every example trains here; held-out evaluation has its own test
     }
     values.update(kw)
     return LearnerSettings(**values)

@@ -1,0 +1,82 @@
+"""Held-out evaluation while streaming: every k-th example of a domain is kept out of
+training (up to a number per domain) and each new version is scored on those samples, giving
+per-domain accuracy, forgetting (best earlier accuracy of a domain minus the current one),
+their averages, and the accuracy matrix over versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from learners.base import Example
+
+HOLDOUT_FILE = "holdout.json"
+DEFAULT_DOMAIN = "default"
+
+
+class Holdout:
+    """The held-out samples and the best accuracy each domain ever had."""
+
+    def __init__(self, every: int, per_domain: int) -> None:
+        self.every = every
+        self.per_domain = per_domain
+        self.samples: dict[str, list[tuple[str, str]]] = {}
+        self.seen: dict[str, int] = {}
+        self.best: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def take(self, ex: Example) -> bool:
+        """True when ``ex`` is held out (then it must not be trained on)."""
+        if self.every <= 0:
+            return False
+        domain = ex.domain or DEFAULT_DOMAIN
+        n = self.seen.get(domain, 0)
+        self.seen[domain] = n + 1
+        kept = self.samples.setdefault(domain, [])
+        if n % self.every != self.every - 1 or len(kept) >= self.per_domain:
+            return False
+        kept.append((ex.text, ex.label))
+        return True
+
+    def evaluate(self, predict: Callable[[Sequence[str]], Sequence[str | None]], batch: int = 64) -> dict[str, Any]:
+        """Score a model on every domain's sample; update best; return the figures."""
+        accuracy: dict[str, float] = {}
+        for domain, rows in self.samples.items():
+            if not rows:
+                continue
+            correct = 0
+            for i in range(0, len(rows), batch):
+                chunk = rows[i : i + batch]
+                preds = predict([t for t, _ in chunk])
+                correct += sum(p == y for p, (_, y) in zip(preds, chunk))
+            accuracy[domain] = correct / len(rows)
+        forgetting = {}
+        for domain, acc in accuracy.items():
+            self.best[domain] = max(self.best.get(domain, acc), acc)
+            forgetting[domain] = self.best[domain] - acc
+        self.last = accuracy
+        n = len(accuracy)
+        return {
+            "domain_accuracy": accuracy,
+            "domain_forgetting": forgetting,
+            "average_accuracy": (sum(accuracy.values()) / n) if n else None,
+            "forgetting": (sum(forgetting.values()) / n) if n else None,
+            "holdout_sizes": {d: len(r) for d, r in self.samples.items()},
+        }
+
+    def save(self, folder: Path) -> None:
+        state = {"every": self.every, "samples": self.samples, "seen": self.seen, "best": self.best}
+        (folder / HOLDOUT_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+
+    def load(self, folder: Path) -> bool:
+        """Resume from a version folder's sample (False when it has none)."""
+        path = folder / HOLDOUT_FILE
+        if not path.is_file():
+            return False
+        state = json.loads(path.read_text(encoding="utf-8"))
+        self.samples = {d: [(str(t), str(y)) for t, y in rows] for d, rows in state.get("samples", {}).items()}
+        self.seen = {d: int(n) for d, n in state.get("seen", {}).items()}
+        self.best = {d: float(a) for d, a in state.get("best", {}).items()}
+        return True
