@@ -19,7 +19,7 @@ from streaming.errors import StreamclError
 
 
 def _progress_line(platform_urls: dict[str, str], demo: Any) -> str:
-    from streaming.metrics import sample_value
+    from streaming.metrics import sample_sum, sample_value
 
     try:
         with urllib.request.urlopen(platform_urls["metrics"], timeout=5) as r:
@@ -40,6 +40,7 @@ def _progress_line(platform_urls: dict[str, str], demo: Any) -> str:
         f"serving v{val('streamcl_model_version', role='serving')}",
         f"prequential acc {val('streamcl_prequential_accuracy')}",
         f"live acc {val('streamcl_live_accuracy')}",
+        f"drift detections {sample_sum(text, 'streamcl_drift_detected_total') or 0:.0f}",
         f"dlq {val('streamcl_events_consumed_total', outcome='dlq')}",
     ]
     return " | ".join(parts)
@@ -63,11 +64,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not LearnerSettings().labels:
             overrides["learner"] = {"labels": ["negative", "neutral", "positive"]}
     platform = Platform.from_env(state_dir=args.state_dir, **overrides)
+    platform.with_prometheus = args.prometheus
     stop = threading.Event()
+    running = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         print(f"\nstreamcl: stopping ({signal.Signals(signum).name})", flush=True)
         stop.set()
+        if not running.is_set():  # still starting: abandon the start (the finally stops what runs)
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -79,10 +84,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         wait_http(platform.urls["api"] + "/readyz")
+        running.set()
         print("streamcl: ready", flush=True)
         print(f"  API      {platform.urls['api']}  (POST /v1/predict, /v1/feedback; GET /v1/model)", flush=True)
         print(f"  metrics  {platform.urls['metrics']}", flush=True)
         print(f"  kafka    {platform.urls['kafka']}  (topics {platform.stream.topic_prefix}.*)", flush=True)
+        if "prometheus" in platform.urls:
+            print(
+                f"  prometheus {platform.urls['prometheus']}  (scraping the metrics URL, alert rules loaded)",
+                flush=True,
+            )
         if args.demo:
             from services.demo import Demo
 
@@ -168,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     up.add_argument("--state-dir", type=Path, metavar="DIR", help="keep registry and checkpoints here")
     up.add_argument("--port", type=int, help="HTTP port (default 8000, STREAMCL_PORT)")
+    up.add_argument(
+        "--prometheus", action="store_true", help="also start a local Prometheus scraping the platform (port 9090)"
+    )
     up.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     up.set_defaults(func=cmd_up)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from learners.settings import LearnerSettings
-from services.settings import PlatformSettings, ServeSettings
+from services.settings import MonitorSettings, PlatformSettings, ServeSettings
 from streaming.broker import EmbeddedBroker
+from streaming.errors import ConfigError
 from streaming.kafka import ensure_topics
 from streaming.runtime import AGGREGATOR_NAME, NAMESPACE, ServiceHost
 from streaming.settings import StreamSettings
@@ -52,6 +53,18 @@ def _controller(stream: StreamSettings, learner: LearnerSettings) -> Any:
     return make
 
 
+def _monitor(stream: StreamSettings, settings: MonitorSettings, learner: LearnerSettings) -> Any:
+    def make(metrics: Any) -> Any:
+        from services.monitor import DriftMonitor
+
+        return DriftMonitor(stream, settings, learner, metrics)
+
+    return make
+
+
+SERVICES = ("joiner", "learner", "controller", "monitor")
+
+
 @dataclass
 class Platform:
     """Start with :meth:`start`, stop with :meth:`stop` (idempotent)."""
@@ -60,8 +73,11 @@ class Platform:
     learner: LearnerSettings
     serve_settings: ServeSettings
     platform: PlatformSettings
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     ephemeral_state: bool = False
+    with_prometheus: bool = False
     broker: EmbeddedBroker | None = None
+    prometheus: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
 
@@ -83,6 +99,7 @@ class Platform:
             LearnerSettings(**overrides.pop("learner", {})),
             ServeSettings(**overrides.pop("serve", {})),
             PlatformSettings(**overrides.pop("platform", {})),
+            MonitorSettings(**overrides.pop("monitor", {})),
             ephemeral_state=ephemeral,
         )
 
@@ -103,6 +120,8 @@ class Platform:
         from services.serve_app import build_app
 
         s, p = self.stream, self.platform
+        if not p.ray_address:
+            self.check_cpus()
         s.state_dir.mkdir(parents=True, exist_ok=True)
         if s.kafka_bootstrap is None:
             self.broker = EmbeddedBroker(s.embedded_broker, log_file=s.state_dir / "broker.log").start()
@@ -139,18 +158,56 @@ class Platform:
         self.actors["learner"] = host.options(name="streamcl-learner", num_cpus=p.learner_cpus, **common).remote(
             _learner(s, self.learner), "learner", ("learner",)
         )
-        ray.get([a.status.remote() for a in (self.actors["controller"], self.actors["joiner"], self.actors["learner"])])
+        if self.monitor.drift_enabled:
+            self.actors["monitor"] = host.options(name="streamcl-monitor", num_cpus=p.monitor_cpus, **common).remote(
+                _monitor(s, self.monitor, self.learner), "monitor", ("monitor",)
+            )
+        ray.get([self.actors[n].status.remote() for n in SERVICES if n in self.actors])
 
         st = self.serve_settings
         serve.start(http_options={"host": st.host, "port": st.port})
         serve.run(build_app(s, self.learner, st), name=APP_NAME, route_prefix="/")
         self.urls["api"] = f"http://{st.host}:{st.port}"
+        if self.with_prometheus:
+            from services.prometheus import LocalPrometheus
+
+            self.prometheus = LocalPrometheus(
+                self.urls["metrics"],
+                s.state_dir / "prometheus",
+                p.prometheus_port,
+                st.metrics_host,
+                p.prometheus_scrape_s,
+            ).start()
+            self.urls["prometheus"] = self.prometheus.url
+
+    def cpu_reservations(self) -> dict[str, float]:
+        """Ray CPUs each part reserves (they must fit in the local Ray's CPUs)."""
+        p, st = self.platform, self.serve_settings
+        out = {
+            "learner": p.learner_cpus,
+            "joiner": p.joiner_cpus,
+            "controller": p.controller_cpus,
+            "serve replicas": st.replicas * st.replica_cpus,
+        }
+        if self.monitor.drift_enabled:
+            out["monitor"] = p.monitor_cpus
+        return out
+
+    def check_cpus(self) -> None:
+        wanted = self.cpu_reservations()
+        if sum(wanted.values()) > self.platform.ray_num_cpus + 1e-9:
+            parts = ", ".join(f"{k} {v:g}" for k, v in wanted.items())
+            raise ConfigError(
+                f"the platform reserves {sum(wanted.values()):g} CPUs ({parts}) but the local Ray has "
+                f"{self.platform.ray_num_cpus} (STREAMCL_RAY_NUM_CPUS): lower a reservation "
+                "(STREAMCL_LEARNER_CPUS, STREAMCL_REPLICA_CPUS, ...) or raise the CPUs"
+            )
 
     def status(self) -> dict[str, Any]:
         import ray
 
         out = {}
-        for name in ("joiner", "learner", "controller"):
+        for name in SERVICES:
             actor = self.actors.get(name)
             if actor is not None:
                 try:
@@ -162,6 +219,9 @@ class Platform:
     def stop(self) -> None:
         import ray
 
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         if ray.is_initialized():
             try:
                 from ray import serve
@@ -169,7 +229,7 @@ class Platform:
                 serve.shutdown()
             except Exception:
                 log.exception("serve shutdown")
-            for name in ("joiner", "learner", "controller"):
+            for name in SERVICES:
                 actor = self.actors.pop(name, None)
                 if actor is not None:
                     try:

@@ -25,6 +25,29 @@ class ServeSettings(BaseStreamclSettings):
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
 
 
+class MonitorSettings(BaseStreamclSettings):
+    """The drift monitor (input and prediction drift, label-free accuracy estimate)."""
+
+    drift_enabled: bool = Field(True, description="run the drift monitor")
+    drift_input_reference: int = Field(300, ge=2, description="input drift: texts in the reference window")
+    drift_input_window: int = Field(150, ge=2, description="input drift: texts in the recent window")
+    drift_input_step: int = Field(25, ge=1, description="input drift: test every this many texts")
+    drift_input_alpha: float = Field(1e-4, gt=0, lt=1, description="input drift: corrected p-value that fires")
+    drift_prediction_reference: int = Field(300, ge=2, description="prediction drift: reference predictions")
+    drift_prediction_window: int = Field(300, ge=2, description="prediction drift: recent predictions")
+    drift_prediction_step: int = Field(50, ge=1, description="prediction drift: test every this many")
+    drift_prediction_threshold: float = Field(0.25, gt=0, description="prediction drift: PSI that fires")
+    drift_max_texts_per_s: float = Field(
+        16.0, gt=0, description="texts embedded per second at most; the rest are sampled out"
+    )
+    drift_encoder_layers: int = Field(
+        2, ge=0, description="input drift embeds with the base encoder's first N layers (0: all)"
+    )
+    drift_max_length: int = Field(48, ge=8, le=512, description="input drift: tokens per text embedded")
+    drift_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the monitor")
+    estimate_window: int = Field(500, ge=1, description="predictions in the label-free accuracy estimate")
+
+
 class PlatformSettings(BaseStreamclSettings):
     """How ``streamcl up`` lays the platform out on one machine."""
 
@@ -33,3 +56,6 @@ class PlatformSettings(BaseStreamclSettings):
     learner_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the learner actor")
     joiner_cpus: float = Field(0.25, gt=0, description="CPUs reserved for the joiner actor")
     controller_cpus: float = Field(0.1, gt=0, description="CPUs reserved for the model controller")
+    monitor_cpus: float = Field(0.15, gt=0, description="CPUs reserved for the drift monitor")
+    prometheus_port: int = Field(9090, ge=1, le=65535, description="port of `streamcl up --prometheus`")
+    prometheus_scrape_s: float = Field(5.0, gt=0, le=300, description="scrape interval of `streamcl up --prometheus`")

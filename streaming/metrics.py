@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from streaming.drift import Detector
 from streaming.events import DLQ_REASONS
 
 prometheus_client.disable_created_metrics()
@@ -29,7 +30,9 @@ MODEL_ROLES = ("serving", "candidate")
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: The groups of metrics a process can own (see :class:`Metrics`).
-PARTS = ("joiner", "learner", "controller", "serve")
+PARTS = ("joiner", "learner", "controller", "serve", "monitor")
+#: What a drift-aware learner can do when drift is detected.
+DRIFT_ACTIONS = ("snapshot", "boost", "reset")
 
 #: How gauges from several processes combine ("sum", "min", "last"); others: the maximum.
 GAUGE_MERGE: dict[str, str] = {
@@ -57,6 +60,7 @@ class Metrics:
             return registry if name in wanted else self._unexported
 
         self._unexported = CollectorRegistry(auto_describe=False)
+        self._skips_reported: dict[str, dict[str, int]] = {}
         r = registry
         # ingest, join, DLQ
         self.consumed = Counter(
@@ -82,6 +86,9 @@ class Metrics:
         # learning
         r = part("learner")
         self.trained = Counter("streamcl_learner_examples_trained", "Labeled examples trained on", registry=r)
+        self.held_out = Counter(
+            "streamcl_learner_examples_held_out", "Labeled examples kept out of training for evaluation", registry=r
+        )
         self.train_seconds = Counter("streamcl_learner_train_seconds", "Time spent training", registry=r)
         self.learner_lag = Gauge("streamcl_learner_lag", "Labeled examples not yet consumed by the learner", registry=r)
         self.labels_known = Gauge("streamcl_model_labels", "Labels the newest model knows", registry=r)
@@ -99,6 +106,62 @@ class Metrics:
         )
         for outcome in ("correct", "wrong"):
             self.live_scored.labels(outcome)
+        r = part("learner")  # held-out evaluation of each version
+        self.domain_accuracy = Gauge(
+            "streamcl_domain_accuracy",
+            "Newest version's accuracy on each domain's held-out sample",
+            ["domain"],
+            registry=r,
+        )
+        self.domain_forgetting = Gauge(
+            "streamcl_domain_forgetting",
+            "Best earlier held-out accuracy of a domain minus the newest version's",
+            ["domain"],
+            registry=r,
+        )
+        self.average_accuracy = Gauge(
+            "streamcl_average_accuracy", "Mean held-out accuracy over the domains seen", registry=r
+        )
+        self.forgetting = Gauge("streamcl_forgetting", "Mean forgetting over the domains seen", registry=r)
+        self.drift_actions = Counter(
+            "streamcl_drift_actions", "What the learner did on drift, by action", ["action"], registry=r
+        )
+        for action in DRIFT_ACTIONS:
+            self.drift_actions.labels(action)
+        self.lr_multiplier = Gauge(
+            "streamcl_learner_lr_multiplier", "Learning-rate multiplier (above 1 while adapting to drift)", registry=r
+        )
+        # drift: every process reports the detectors it runs (see track_detectors)
+        r = registry
+        self.drift_detected = Counter(
+            "streamcl_drift_detected", "Drift detections by detector and kind", ["detector", "kind"], registry=r
+        )
+        self.drift_score = Gauge(
+            "streamcl_drift_score",
+            "Latest score of each drift detector (higher: more drift)",
+            ["detector", "kind"],
+            registry=r,
+        )
+        self.drift_threshold = Gauge(
+            "streamcl_drift_threshold", "Score at which each drift detector fires", ["detector", "kind"], registry=r
+        )
+        self.drift_skipped = Counter(
+            "streamcl_drift_skipped",
+            "Observations a drift detector could not use, by reason",
+            ["detector", "reason"],
+            registry=r,
+        )
+        r = part("monitor")
+        self.monitor_texts = Counter(
+            "streamcl_monitor_texts", "Texts seen by the drift monitor, by outcome", ["outcome"], registry=r
+        )
+        for outcome in ("embedded", "sampled_out", "unencodable"):
+            self.monitor_texts.labels(outcome)
+        self.estimated_accuracy = Gauge(
+            "streamcl_estimated_accuracy",
+            "Label-free accuracy estimate of the serving model: mean top-class probability on live traffic",
+            registry=r,
+        )
         # versions
         r = part("controller")
         self.model_version = Gauge("streamcl_model_version", "Model version by role", ["role"], registry=r)
@@ -125,6 +188,23 @@ class Metrics:
         self.predicted = Counter("streamcl_predict_texts", "Texts classified", registry=r)
         self.feedback = Counter("streamcl_feedback_received", "Feedback labels received over HTTP", registry=r)
         self.replicas_ready = Gauge("streamcl_serve_replicas_ready", "Serve replicas with a model loaded", registry=r)
+
+    def track_detectors(self, detectors: Iterable[Detector]) -> None:
+        """Start the counters of ``detectors`` at zero and publish their thresholds."""
+        for d in detectors:
+            self.drift_detected.labels(d.name, d.kind)
+            self.drift_score.labels(d.name, d.kind).set(finite(d.score))
+            self.drift_threshold.labels(d.name, d.kind).set(d.threshold)
+
+    def observe_detector(self, d: Detector) -> None:
+        """Publish ``d``'s latest score and the observations it skipped since the last call."""
+        self.drift_score.labels(d.name, d.kind).set(finite(d.score))
+        reported = self._skips_reported.setdefault(d.name, {})
+        for reason, n in d.skipped.items():
+            new = n - reported.get(reason, 0)
+            if new > 0:
+                self.drift_skipped.labels(d.name, reason).inc(new)
+                reported[reason] = n
 
     def exposition(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode("utf-8")
@@ -194,6 +274,12 @@ def sample_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
             if s.name == name and all(s.labels.get(k) == v for k, v in want.items()):
                 return s.value
     return None
+
+
+def sample_sum(text: str, name: str) -> float | None:
+    """The sum of every sample named ``name`` (None when there is none)."""
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+    return sum(values) if values else None
 
 
 def finite(x: float, default: float = 0.0) -> float:
