@@ -40,7 +40,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> None
             with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
         time.sleep(1)
     raise TimeoutError("streamcl up not ready")
