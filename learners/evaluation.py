@@ -25,6 +25,7 @@ class Holdout:
         self.samples: dict[str, list[tuple[str, str]]] = {}
         self.seen: dict[str, int] = {}
         self.best: dict[str, float] = {}
+        self.best_size: dict[str, int] = {}  # the sample size ``best`` was measured on
         self.last: dict[str, float] = {}
 
     def take(self, ex: Example) -> bool:
@@ -54,7 +55,10 @@ class Holdout:
             accuracy[domain] = correct / len(rows)
         forgetting = {}
         for domain, acc in accuracy.items():
-            self.best[domain] = max(self.best.get(domain, acc), acc)
+            size = len(self.samples[domain])
+            if self.best_size.get(domain) != size:  # a grown sample is a different test: start over
+                self.best[domain], self.best_size[domain] = acc, size
+            self.best[domain] = max(self.best[domain], acc)
             forgetting[domain] = self.best[domain] - acc
         self.last = accuracy
         n = len(accuracy)
@@ -67,7 +71,13 @@ class Holdout:
         }
 
     def save(self, folder: Path) -> None:
-        state = {"every": self.every, "samples": self.samples, "seen": self.seen, "best": self.best}
+        state = {
+            "every": self.every,
+            "samples": self.samples,
+            "seen": self.seen,
+            "best": self.best,
+            "best_size": self.best_size,
+        }
         (folder / HOLDOUT_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     def load(self, folder: Path) -> bool:
@@ -79,4 +89,5 @@ class Holdout:
         self.samples = {d: [(str(t), str(y)) for t, y in rows] for d, rows in state.get("samples", {}).items()}
         self.seen = {d: int(n) for d, n in state.get("seen", {}).items()}
         self.best = {d: float(a) for d, a in state.get("best", {}).items()}
+        self.best_size = {d: int(n) for d, n in state.get("best_size", {}).items()}
         return True

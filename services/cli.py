@@ -70,9 +70,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         print(f"\nstreamcl: stopping ({signal.Signals(signum).name})", flush=True)
-        stop.set()
-        if not running.is_set():  # still starting: abandon the start (the finally stops what runs)
+        if not running.is_set() and not stop.is_set():
+            stop.set()  # still starting: abandon the start once (the finally stops what runs)
             raise KeyboardInterrupt
+        stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -180,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, metavar="DIR", help="keep registry and checkpoints here")
     up.add_argument("--port", type=int, help="HTTP port (default 8000, STREAMCL_PORT)")
     up.add_argument(
-        "--prometheus", action="store_true", help="also start a local Prometheus scraping the platform (port 9090)"
+        "--prometheus", action="store_true", help="also start a local Prometheus scraping the platform (port 9095)"
     )
     up.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     up.set_defaults(func=cmd_up)

@@ -130,9 +130,9 @@ class DriftMonitor:
             try:
                 event = decode(kind, rec.value, self.stream.max_text_chars)
             except InvalidEvent:
-                self.metrics.consumed.labels(rec.topic, "invalid").inc()
+                self.metrics.monitor_events.labels(rec.topic, "invalid").inc()
                 continue  # the joiner dead-letters it; here it is only not observed
-            self.metrics.consumed.labels(rec.topic, "monitored").inc()
+            self.metrics.monitor_events.labels(rec.topic, "observed").inc()
             if isinstance(event, TextEvent):
                 texts.append(event.text)
             else:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -53,7 +54,7 @@ class LocalPrometheus:
         self,
         metrics_url: str,
         data_dir: Path,
-        port: int = 9090,
+        port: int = 9095,
         host: str = "127.0.0.1",
         scrape_interval_s: float = 5.0,
         rules: Path | None = RULES_FILE,
@@ -70,6 +71,14 @@ class LocalPrometheus:
 
     def start(self, timeout_s: float = 60.0) -> LocalPrometheus:
         binary = prometheus_binary()
+        host, port = self.address.rsplit(":", 1)
+        with socket.socket() as probe:  # another Prometheus (a system service) must not pass for ours
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot start Prometheus on {self.address}: {exc.strerror} (set STREAMCL_PROMETHEUS_PORT)"
+                ) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(scrape_config(self.metrics_url, self.scrape_interval_s, self.rules)))
@@ -95,7 +104,7 @@ class LocalPrometheus:
                 raise StreamclError(f"prometheus exited with {self._proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self._proc.poll() is None:
                         return self
             except OSError:
                 pass

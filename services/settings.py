@@ -57,5 +57,5 @@ class PlatformSettings(BaseStreamclSettings):
     joiner_cpus: float = Field(0.25, gt=0, description="CPUs reserved for the joiner actor")
     controller_cpus: float = Field(0.1, gt=0, description="CPUs reserved for the model controller")
     monitor_cpus: float = Field(0.15, gt=0, description="CPUs reserved for the drift monitor")
-    prometheus_port: int = Field(9090, ge=1, le=65535, description="port of `streamcl up --prometheus`")
+    prometheus_port: int = Field(9095, ge=1, le=65535, description="port of `streamcl up --prometheus`")
     prometheus_scrape_s: float = Field(5.0, gt=0, le=300, description="scrape interval of `streamcl up --prometheus`")

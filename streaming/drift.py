@@ -147,14 +147,19 @@ def kolmogorov_sf(lam: np.ndarray) -> np.ndarray:
 
 
 def ks_pvalues(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Two-sample KS p-value of every column (asymptotic, with Stephens' small-sample term)."""
+    """Two-sample KS p-value of every column (asymptotic, with Stephens' small-sample term).
+
+    The statistic is taken at every observed value with both empirical CDFs evaluated to
+    the right of it, so tied values (a repeated text) do not inflate it."""
     n, m = len(reference), len(window)
-    pooled = np.concatenate([reference, window], axis=0)
-    order = np.argsort(pooled, axis=0, kind="stable")
-    from_ref = order < n
-    cdf_ref = np.cumsum(from_ref, axis=0) / n
-    cdf_win = np.cumsum(~from_ref, axis=0) / m
-    d = np.abs(cdf_ref - cdf_win).max(axis=0)
+    ref = np.sort(reference, axis=0)
+    win = np.sort(window, axis=0)
+    d = np.empty(reference.shape[1])
+    for j in range(reference.shape[1]):
+        at = np.concatenate([ref[:, j], win[:, j]])
+        cdf_ref = np.searchsorted(ref[:, j], at, side="right") / n
+        cdf_win = np.searchsorted(win[:, j], at, side="right") / m
+        d[j] = np.abs(cdf_ref - cdf_win).max()
     en = math.sqrt(n * m / (n + m))
     return kolmogorov_sf((en + 0.12 + 0.11 / en) * d)
 

@@ -157,6 +157,12 @@ class Metrics:
         )
         for outcome in ("embedded", "sampled_out", "unencodable"):
             self.monitor_texts.labels(outcome)
+        self.monitor_events = Counter(
+            "streamcl_monitor_events",
+            "Events read by the drift monitor, by topic and outcome (observed, invalid)",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.estimated_accuracy = Gauge(
             "streamcl_estimated_accuracy",
             "Label-free accuracy estimate of the serving model: mean top-class probability on live traffic",

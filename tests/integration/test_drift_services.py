@@ -78,7 +78,7 @@ def test_monitor_detects_a_topic_switch_and_survives_bad_input(make_settings):
     assert sample_value(text, "streamcl_drift_detected_total", {"detector": "ks", "kind": "input"}) >= 1
     assert sample_value(text, "streamcl_drift_detected_total", {"detector": "psi", "kind": "prediction"}) is not None
     assert sample_value(text, "streamcl_drift_skipped_total", {"detector": "psi", "reason": "no_label"}) == 1
-    assert sample_value(text, "streamcl_events_consumed_total", {"topic": s.topics.texts, "outcome": "invalid"}) == 1
+    assert sample_value(text, "streamcl_monitor_events_total", {"topic": s.topics.texts, "outcome": "invalid"}) == 1
     assert sample_value(text, "streamcl_estimated_accuracy") == pytest.approx(0.8)
     events = drift_events(s, want=len(mon.detections))
     assert {(e.detector, e.kind, e.source) for e in events} >= {("ks", "input", "monitor")}

@@ -93,3 +93,13 @@ def test_invalid_detector_settings_fail_early():
         EmbeddingKS(alpha=2.0)
     with pytest.raises(ValueError):
         LabelPSI(reference_size=1)
+
+
+def test_ks_does_not_fire_on_tied_values_of_the_same_distribution():
+    # a repeated text (the same embedding) in both windows is no shift
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(300, 8))
+    win = rng.normal(size=(150, 8))
+    ref[:90] = 0.25
+    win[:45] = 0.25
+    assert ks_pvalues(ref, win).min() * 8 > 1e-3

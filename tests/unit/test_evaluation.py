@@ -28,3 +28,15 @@ def test_forgetting_is_best_earlier_accuracy_minus_current(tmp_path):
     again = Holdout(every=1, per_domain=10)
     assert again.load(tmp_path) and again.samples == h.samples and again.best == h.best
     assert Holdout(1, 1).load(tmp_path / "nowhere") is False
+
+
+def test_a_growing_sample_does_not_count_as_forgetting():
+    h = Holdout(every=1, per_domain=4)
+    h.take(Example("a0", "pos", "a"))
+    assert h.evaluate(lambda texts: ["pos"] * len(texts))["domain_forgetting"] == {"a": 0.0}  # 1/1
+    for i in range(1, 4):
+        h.take(Example(f"a{i}", "neg", "a"))
+    # 1 of 4 right on the full sample: a different test, not forgetting
+    assert h.evaluate(lambda texts: ["pos"] * len(texts))["domain_forgetting"] == {"a": 0.0}
+    assert h.evaluate(lambda texts: ["neg"] * len(texts))["domain_forgetting"] == {"a": 0.0}
+    assert h.evaluate(lambda texts: ["pos"] * len(texts))["domain_forgetting"] == {"a": 0.5}
