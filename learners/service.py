@@ -99,7 +99,8 @@ class LearnerService:
             self._drift_consumer = Consumer(
                 stream, group_id=f"{stream.consumer_group}.learner-drift", client_id="streamcl-learner"
             )
-            self._drift_consumer.assign([self.topics.drift])
+            # a new group acts on drift from now on, not on the topic's history
+            self._drift_consumer.assign([self.topics.drift], from_end=True)
         self._since_version = 0
         self._last_version = time.monotonic()
         self._last_lag = 0.0

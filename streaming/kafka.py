@@ -141,10 +141,13 @@ class Consumer:
             self._consumer.topics()  # refresh metadata
             time.sleep(0.2)
 
-    def assign(self, topics: Iterable[str], offsets: Mapping[str, int] | None = None) -> Offsets:
+    def assign(
+        self, topics: Iterable[str], offsets: Mapping[str, int] | None = None, from_end: bool = False
+    ) -> Offsets:
         """Read every partition of ``topics`` from ``offsets`` (else the committed offset, else
-        the start). An offset outside the partition's current range (a new, empty broker, or
-        data removed by retention) is logged and replaced by the partition's start."""
+        the start, or the end with ``from_end``: only what arrives from now on). An offset
+        outside the partition's current range (a new, empty broker, or data removed by
+        retention) is logged and replaced by the partition's start."""
         parts = [tp for topic in topics for tp in self.partitions(topic)]
         self._consumer.assign(parts)
         start = self._consumer.beginning_offsets(parts)
@@ -156,7 +159,7 @@ class Consumer:
             if wanted is None and self._group:
                 wanted = self._consumer.committed(tp)
             if wanted is None:
-                wanted = start[tp]
+                wanted = self._probe_end(tp, start[tp], end[tp]) if from_end else start[tp]
             elif wanted > end[tp] and wanted <= self._probe_end(tp, start[tp], end[tp]):
                 pass  # the broker under-reported its end offset (tansu: last batch's base + 1)
             elif wanted > end[tp] or wanted < start[tp]:
