@@ -148,13 +148,30 @@ LEARNING = (
             max=1.0,
         ),
         Panel(
-            "Drift scores against their thresholds",
+            "Input drift score (ks) against its threshold",
             (
-                ("streamcl_drift_score", "{{detector}} ({{kind}})"),
-                ("streamcl_drift_threshold", "{{detector}} threshold"),
+                ('streamcl_drift_score{kind="input"}', "{{detector}}"),
+                ('streamcl_drift_threshold{kind="input"}', "{{detector}} threshold"),
             ),
-            description="ks: -log10 corrected p-value of the embedding test; psi: PSI of predicted labels; "
-            "concept detectors: recent error rate.",
+            description="-log10 of the Bonferroni-corrected KS p-value between reference and recent embeddings.",
+            width=8,
+        ),
+        Panel(
+            "Prediction drift score (psi) against its threshold",
+            (
+                ('streamcl_drift_score{kind="prediction"}', "{{detector}}"),
+                ('streamcl_drift_threshold{kind="prediction"}', "{{detector}} threshold"),
+            ),
+            description="Population stability index of the predicted labels, reference vs recent window.",
+            width=8,
+        ),
+        Panel(
+            "Concept detectors: recent prequential error rate",
+            (('streamcl_drift_score{kind="concept"}', "{{detector}}"),),
+            "percentunit",
+            "The error stream River's detectors watch (last 100 examples).",
+            width=8,
+            max=1.0,
         ),
         Panel(
             "Drift detections (last 15 minutes)",
@@ -193,11 +210,12 @@ LEARNING = (
 
 def dashboard(title: str, uid: str, panels: tuple[Panel, ...]) -> dict:
     out = []
-    x = y = 0
+    x = y = row_height = 0
     for i, p in enumerate(panels, start=1):
         height = 8 if p.kind == "timeseries" else 5
         if x + p.width > 24:
-            x, y = 0, y + height
+            x, y, row_height = 0, y + row_height, 0
+        row_height = max(row_height, height)
         defaults: dict = {"unit": p.unit}
         if p.max is not None:
             defaults.update(min=0, max=p.max)

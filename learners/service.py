@@ -144,13 +144,15 @@ class LearnerService:
         started = time.perf_counter()
         preds = self.learner.learn(batch)
         m.train_seconds.inc(time.perf_counter() - started)
+        fired: list[Detection] = []
         for ex, pred in zip(batch, preds):
             self.prequential.add(pred == ex.label, ex.domain)
             for detector in self.concept:
-                self._on_drift(detector.update(0.0 if pred == ex.label else 1.0))
+                d = detector.update(0.0 if pred == ex.label else 1.0)
+                if d is not None:
+                    fired.append(d)
         for detector in self.concept:
             m.observe_detector(detector)
-        self._after_examples(len(batch))
         n = len(batch)
         self.trained_total += n
         self._since_version += n
@@ -161,6 +163,9 @@ class LearnerService:
             m.prequential.set(value)
         for domain, acc in self.prequential.per_domain().items():
             m.prequential_domain.labels(domain).set(acc)
+        self._after_examples(n)  # examples before a detection do not count toward its adaptation
+        for d in fired:  # acted on with the counters current (a snapshot records this batch)
+            self._on_drift(d)
 
     # drift ------------------------------------------------------------------------------------
     def _on_drift(self, d: Detection | None, source: str = "learner") -> None:

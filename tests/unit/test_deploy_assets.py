@@ -82,3 +82,18 @@ def test_dashboards_are_grafana_json_with_a_datasource_variable(board):
     assert data["templating"]["list"][0]["type"] == "datasource"
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids)) and all(p["targets"] for p in data["panels"])
+
+
+@pytest.mark.parametrize("board", ["streamcl-overview.json", "streamcl-learning.json"])
+def test_dashboard_panels_do_not_overlap(board):
+    import json
+
+    panels = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / board).read_text())["panels"]
+    cells = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
