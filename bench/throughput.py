@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import CollectorRegistry
+from report import emit
 
 from streaming.broker import EmbeddedBroker, free_port
 from streaming.events import FeedbackEvent, TextEvent
@@ -158,10 +159,7 @@ def main() -> None:
         "learner_ratio_at_least": 0.8,
         "learner_met": result["learner"]["ratio"] >= 0.8,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -147,23 +147,25 @@ LEARNING = (
             "percentunit",
             max=1.0,
         ),
-        Panel(
-            "Input drift score (ks) against its threshold",
-            (
-                ('streamcl_drift_score{kind="input"}', "{{detector}}"),
-                ('streamcl_drift_threshold{kind="input"}', "{{detector}} threshold"),
-            ),
-            description="-log10 of the Bonferroni-corrected KS p-value between reference and recent embeddings.",
-            width=8,
-        ),
-        Panel(
-            "Prediction drift score (psi) against its threshold",
-            (
-                ('streamcl_drift_score{kind="prediction"}', "{{detector}}"),
-                ('streamcl_drift_threshold{kind="prediction"}', "{{detector}} threshold"),
-            ),
-            description="Population stability index of the predicted labels, reference vs recent window.",
-            width=8,
+        *(
+            Panel(
+                f"{what} drift score ({detector}) against its threshold",
+                (
+                    (f'streamcl_drift_score{{kind="{kind}"}}', "{{detector}}"),
+                    (f'streamcl_drift_threshold{{kind="{kind}"}}', "{{detector}} threshold"),
+                ),
+                description=description,
+                width=8,
+            )
+            for what, detector, kind, description in (
+                (
+                    "Input",
+                    "ks",
+                    "input",
+                    "-log10 of the Bonferroni-corrected KS p-value, reference vs recent embeddings.",
+                ),
+                ("Prediction", "psi", "prediction", "Population stability index of the predicted labels."),
+            )
         ),
         Panel(
             "Concept detectors: recent prequential error rate",

@@ -22,6 +22,7 @@ from streaming.events import DriftEvent, LabeledExample, ModelEvent, decode
 from streaming.joiner import RollingAccuracy
 from streaming.kafka import Consumer, Producer, offset_key
 from streaming.metrics import Metrics
+from streaming.runtime import report_detection
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -165,32 +166,13 @@ class LearnerService:
             m.prequential_domain.labels(domain).set(acc)
         self._after_examples(n)  # examples before a detection do not count toward its adaptation
         for d in fired:  # acted on with the counters current (a snapshot records this batch)
-            self._on_drift(d)
+            report_detection(d, m, self._producer, self.topics.drift, "learner", self.settings.model_name)
+            self._act_on(d)
 
     # drift ------------------------------------------------------------------------------------
-    def _on_drift(self, d: Detection | None, source: str = "learner") -> None:
-        if d is None:
-            return
+    def _act_on(self, d: Detection) -> None:
+        """The drift actions of the settings, unless already adapting."""
         m = self.metrics
-        if source == "learner":
-            m.drift_detected.labels(d.detector, d.kind).inc()
-            log.warning(
-                "concept drift detected by %s after %d examples (recent error rate %.2f)", d.detector, d.at, d.score
-            )
-            event = DriftEvent(
-                detector=d.detector,
-                kind="concept",
-                score=d.score,
-                threshold=None,
-                at=d.at,
-                source="learner",
-                model=self.settings.model_name,
-                detail=d.detail,
-            )
-            try:
-                self._producer.publish(self.topics.drift, event, key=d.detector)
-            except Exception as exc:
-                log.warning("could not publish the drift event: %s", exc)
         if d.kind not in self.settings.drift_act_on:
             return
         if self._cooldown > 0 or self._boost_left > 0:
@@ -234,7 +216,7 @@ class LearnerService:
             except InvalidEvent:
                 continue
             if ev.source != "learner" and ev.model == self.settings.model_name:
-                self._on_drift(Detection(ev.detector, ev.kind, ev.score, ev.threshold or 0.0, ev.at), ev.source)
+                self._act_on(Detection(ev.detector, ev.kind, ev.score, ev.threshold or 0.0, ev.at))
         if records:
             self._drift_consumer.commit({offset_key(r.topic, r.partition): r.offset + 1 for r in records})
 

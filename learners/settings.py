@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from streaming.settings import BaseStreamclSettings
@@ -66,32 +66,20 @@ class LearnerSettings(BaseStreamclSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("concept_detectors")
+    @field_validator("concept_detectors", "drift_act_on", "drift_actions")
     @classmethod
-    def _known_detectors(cls, value: list[str]) -> list[str]:
-        from streaming.drift import RIVER_DETECTORS
-
-        unknown = [v for v in value if v not in RIVER_DETECTORS]
-        if unknown:
-            raise ValueError(f"unknown concept detectors {unknown}; valid: {', '.join(RIVER_DETECTORS)}")
-        return value
-
-    @field_validator("drift_act_on")
-    @classmethod
-    def _known_kinds(cls, value: list[str]) -> list[str]:
-        from streaming.drift import KINDS
-
-        unknown = [v for v in value if v not in KINDS]
-        if unknown:
-            raise ValueError(f"unknown drift kinds {unknown}; valid: {', '.join(KINDS)}")
-        return value
-
-    @field_validator("drift_actions")
-    @classmethod
-    def _known_actions(cls, value: list[str]) -> list[str]:
+    def _known_names(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from streaming.drift import KINDS, RIVER_DETECTORS
         from streaming.metrics import DRIFT_ACTIONS
 
-        unknown = [v for v in value if v not in DRIFT_ACTIONS]
+        valid = {"concept_detectors": RIVER_DETECTORS, "drift_act_on": KINDS, "drift_actions": DRIFT_ACTIONS}
+        what = {
+            "concept_detectors": "concept detectors",
+            "drift_act_on": "drift kinds",
+            "drift_actions": "drift actions",
+        }
+        names = valid[str(info.field_name)]
+        unknown = [v for v in value if v not in names]
         if unknown:
-            raise ValueError(f"unknown drift actions {unknown}; valid: {', '.join(DRIFT_ACTIONS)}")
+            raise ValueError(f"unknown {what[str(info.field_name)]} {unknown}; valid: {', '.join(names)}")
         return value

@@ -26,9 +26,10 @@ from learners.settings import LearnerSettings
 from services.settings import MonitorSettings
 from streaming.drift import Detection, Detector, EmbeddingKS, LabelPSI
 from streaming.errors import InvalidEvent
-from streaming.events import DriftEvent, PredictionEvent, TextEvent, decode
+from streaming.events import PredictionEvent, TextEvent, decode
 from streaming.kafka import Consumer, Producer, offset_key
 from streaming.metrics import Metrics
+from streaming.runtime import report_detection
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class DriftMonitor:
         self.detectors: list[Detector] = [self.input, self.prediction]
         metrics.track_detectors(self.detectors)
         self.confidence: deque[float] = deque(maxlen=settings.estimate_window)
+        self._confidence_sum = 0.0  # of ``confidence``, kept as it slides
         self.budget = TokenBucket(settings.drift_max_texts_per_s, max(32.0, settings.drift_max_texts_per_s * 2))
         self._rng = random.Random(0)
         self._producer = Producer(stream, client_id="streamcl-monitor")
@@ -167,37 +169,21 @@ class DriftMonitor:
         if event.scores:
             top = max(event.scores.values())
             if np.isfinite(top):
+                if len(self.confidence) == self.confidence.maxlen:
+                    self._confidence_sum -= self.confidence[0]
                 self.confidence.append(float(top))
-                self.metrics.estimated_accuracy.set(sum(self.confidence) / len(self.confidence))
+                self._confidence_sum += top
+                self.metrics.estimated_accuracy.set(self.estimated_accuracy)
 
     def _detected(self, d: Detection | None) -> None:
-        if d is None:
-            return
-        self.detections.append(d)
-        self.metrics.drift_detected.labels(d.detector, d.kind).inc()
-        log.warning(
-            "%s drift detected by %s after %d observations: score %.3g (threshold %.3g) %s",
-            d.kind,
-            d.detector,
-            d.at,
-            d.score,
-            d.threshold,
-            d.detail,
-        )
-        event = DriftEvent(
-            detector=d.detector,
-            kind=d.kind,  # type: ignore[arg-type]
-            score=d.score,
-            threshold=d.threshold,
-            at=d.at,
-            source=self.name,
-            model=self.model_name,
-            detail={k: v for k, v in d.detail.items() if k != "reference"},
-        )
-        try:
-            self._producer.publish(self.topics.drift, event, key=d.detector)
-        except Exception as exc:  # the metric and the log line stand; the event is best effort
-            log.warning("could not publish the drift event: %s", exc)
+        if d is not None:
+            self.detections.append(d)
+            report_detection(d, self.metrics, self._producer, self.topics.drift, self.name, self.model_name)
+
+    @property
+    def estimated_accuracy(self) -> float:
+        """Mean top-class probability of the last served predictions (label-free estimate)."""
+        return self._confidence_sum / max(1, len(self.confidence))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -205,7 +191,7 @@ class DriftMonitor:
                 d.name: {"kind": d.kind, "seen": d.seen, "detections": d.detections, "score": d.score}
                 for d in self.detectors
             },
-            "estimated_accuracy": (sum(self.confidence) / len(self.confidence)) if self.confidence else None,
+            "estimated_accuracy": self.estimated_accuracy if self.confidence else None,
         }
 
     def close(self) -> None:

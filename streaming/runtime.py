@@ -9,6 +9,7 @@ backoff), and pushes the process's metrics to the aggregator actor.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from streaming.drift import Detection
+from streaming.events import DriftEvent
 from streaming.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,35 @@ class MetricsPusher:
             self.push()
         except Exception:
             pass
+
+
+def report_detection(d: Detection, metrics: Metrics, producer: Any, topic: str, source: str, model: str) -> None:
+    """Count a drift detection, log it and publish it as a DriftEvent (best effort: the
+    metric and the log line stand when Kafka does not take the event)."""
+    metrics.drift_detected.labels(d.detector, d.kind).inc()
+    log.warning(
+        "%s drift detected by %s after %d observations: score %.3g (threshold %.3g) %s",
+        d.kind,
+        d.detector,
+        d.at,
+        d.score,
+        d.threshold,
+        d.detail,
+    )
+    event = DriftEvent(
+        detector=d.detector,
+        kind=d.kind,  # type: ignore[arg-type]
+        score=d.score,
+        threshold=d.threshold if math.isfinite(d.threshold) else None,
+        at=d.at,
+        source=source,
+        model=model,
+        detail=d.detail,
+    )
+    try:
+        producer.publish(topic, event, key=d.detector)
+    except Exception as exc:
+        log.warning("could not publish the drift event: %s", exc)
 
 
 class ServiceHost:

@@ -54,3 +54,20 @@ def generator():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def interrupt():
+    """Stop a `streamcl up` subprocess as Ctrl-C would (killed after 120 s); its exit code."""
+    import signal
+    import subprocess
+
+    def stop(proc: subprocess.Popen) -> int:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    return stop

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ def get(url: str) -> dict:
         return json.loads(r.read())
 
 
-def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(tmp_path, generator):
+def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(tmp_path, generator, interrupt):
     ports = {k: free_port() for k in ("broker", "api", "metrics", "prometheus")}
     env = {
         **os.environ,
@@ -97,12 +96,7 @@ def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(
         targets = get(prometheus + "/api/v1/targets")["data"]["activeTargets"]
         assert [t["health"] for t in targets] == ["up"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
+        code = interrupt(proc)
         log.close()
     assert code == 0, log_path.read_text()[-5000:]
     text = log_path.read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -55,7 +54,7 @@ def wait_for(predicate, timeout_s: float, what: str):
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
+def platform(tmp_path_factory, interrupt):
     tmp = tmp_path_factory.mktemp("up")
     ports = {"broker": free_port(), "api": free_port(), "metrics": free_port()}
     env = {
@@ -97,12 +96,7 @@ def platform(tmp_path_factory):
             "log": tmp / "up.log",
         }
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
+        code = interrupt(proc)
         log.close()
     assert code == 0, (tmp / "up.log").read_text()[-5000:]
 
