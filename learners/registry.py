@@ -27,6 +27,7 @@ from streaming.files import write_json_atomic
 META_FILE = "meta.json"
 SERVING_FILE = "serving.json"
 COUNTER_FILE = "registry.json"
+HISTORY = 50  # earlier serving versions remembered for rollback
 
 
 class Registry(ABC):
@@ -55,11 +56,42 @@ class Registry(ABC):
         """A local folder with the version's files, checksums verified."""
 
     @abstractmethod
-    def serving(self) -> int | None:
-        """The version the endpoint must serve, or None."""
+    def serving_state(self) -> dict[str, Any]:
+        """The serving pointer: ``version``, ``pinned``, ``history`` (earlier serving versions,
+        newest last), ``floor`` (candidates at or below it are not promoted automatically)."""
 
     @abstractmethod
-    def set_serving(self, version: int) -> None: ...
+    def _write_serving_state(self, state: dict[str, Any]) -> None: ...
+
+    def serving(self) -> int | None:
+        """The version the endpoint must serve, or None."""
+        version = self.serving_state().get("version")
+        return int(version) if version is not None else None
+
+    def set_serving(self, version: int, pinned: bool | None = None, floor: int | None = None) -> dict[str, Any]:
+        """Point the endpoint at ``version`` (which must exist); the previous one joins the
+        history. ``pinned``/``floor`` change those fields when given."""
+        self.meta(version)  # must exist
+        state = self.serving_state()
+        previous = state.get("version")
+        history = [v for v in state.get("history", []) if v != version]
+        if previous is not None and previous != version:
+            history.append(previous)
+        state.update(version=version, ts=time.time(), history=history[-HISTORY:])
+        if pinned is not None:
+            state["pinned"] = pinned
+        if floor is not None:
+            state["floor"] = max(floor, int(state.get("floor", 0)))
+        self._write_serving_state(state)
+        return state
+
+    def set_pinned(self, pinned: bool) -> dict[str, Any]:
+        state = self.serving_state()
+        if state.get("version") is None:
+            raise RegistryError("nothing is serving yet")
+        state["pinned"] = pinned
+        self._write_serving_state(state)
+        return state
 
     @abstractmethod
     def prune(self, keep_last: int, keep: set[int]) -> list[int]:
@@ -165,16 +197,18 @@ class LocalRegistry(Registry):
                 raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
         return folder
 
-    def serving(self) -> int | None:
+    def serving_state(self) -> dict[str, Any]:
         path = self.root / SERVING_FILE
         try:
-            return int(json.loads(path.read_text())["version"])
-        except (FileNotFoundError, ValueError, KeyError):
-            return None
+            state = json.loads(path.read_text())
+            int(state["version"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return {"version": None, "pinned": False, "history": [], "floor": 0}
+        return {"pinned": False, "history": [], "floor": 0, **state}
 
-    def set_serving(self, version: int) -> None:
-        self.meta(version)  # must exist
-        write_json_atomic(self.root / SERVING_FILE, {"version": version, "ts": time.time()})
+    def _write_serving_state(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            write_json_atomic(self.root / SERVING_FILE, state)
 
     def prune(self, keep_last: int, keep: set[int]) -> list[int]:
         live = [m for m in self.versions() if not m.get("pruned")]

@@ -82,7 +82,7 @@ class LearnerService:
         folder = self.registry.local_path(self.parent)
         self.model = TextClassifier.load(folder)
         self.learner = build_learner(settings, self.model)
-        self.holdout = Holdout(settings.eval_holdout_every, settings.eval_per_domain)
+        self.holdout = Holdout(settings.eval_holdout_every, settings.eval_per_domain, settings.eval_recent)
         self.holdout.load(folder)
         self.concept = concept_detectors(settings.concept_detectors)
         metrics.track_detectors(self.concept)
@@ -270,7 +270,9 @@ class LearnerService:
         self.parent = version
         self._since_version = 0
         self._last_version = time.monotonic()
-        keep = {v for v in (self.registry.serving(),) if v is not None}
+        state = self.registry.serving_state()
+        # the serving version and the ones a rollback can go back to keep their weights
+        keep = {v for v in (state.get("version"), *state.get("history", [])[-5:]) if v is not None}
         self.registry.prune(self.settings.keep_versions, keep)
         log.info("wrote version %d (%d examples trained)", version, self.trained_total)
         return meta

@@ -53,6 +53,9 @@ class LearnerSettings(BaseStreamclSettings):
         10, ge=0, description="hold out every k-th example of a domain for evaluation (0: none)"
     )
     eval_per_domain: int = Field(32, ge=1, description="held-out examples kept per domain")
+    eval_recent: int = Field(
+        128, ge=0, description="held-out recent examples kept for the promotion gate (after the per-domain samples)"
+    )
 
     @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ Heavy imports (torch, Ray) happen inside the commands, so ``streamcl --help`` is
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -170,6 +171,45 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    import os
+
+    from services.client import ApiCallError, Client
+    from services.settings import ServeSettings
+
+    serve = ServeSettings()
+    url = args.url or os.environ.get("STREAMCL_API_URL") or f"http://{serve.host}:{serve.port}"
+    token = serve.admin_token.get_secret_value() if serve.admin_token else None
+    api = Client(url, serve.api_token.get_secret_value() if serve.api_token else None, token)
+    try:
+        if args.action == "list":
+            out: Any = api.versions()
+            if not args.json:
+                for m in out:
+                    flag = "*" if m.get("serving") else " "
+                    acc = m.get("metrics", {}).get("average_accuracy")
+                    shown = f"{acc:.3f}" if isinstance(acc, (int, float)) else "-"
+                    reason = (m.get("reason") or m.get("note") or "")[:70]
+                    print(
+                        f"{flag} v{m['version']:<5} {m.get('status', ''):<11} parent {m.get('parent')!s:<5} "
+                        f"acc {shown:<6} {reason}"
+                    )
+                return 0
+        elif args.action == "promote":
+            out = api.promote(args.version)
+        elif args.action == "rollback":
+            out = api.rollback(args.version)
+        elif args.action == "pin":
+            out = api.pin(args.version)
+        else:
+            out = api.unpin()
+    except ApiCallError as exc:
+        print(f"streamcl: {exc.status} {exc.error}: {exc.detail}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamcl", description="Event-driven continual learning for text models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -195,6 +235,13 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
     rp.add_argument("--label-delay", type=float, default=0.0, metavar="S", help="seconds before each label")
     rp.set_defaults(func=cmd_replay)
+
+    md = sub.add_parser("model", help="list versions; promote, roll back, pin, unpin (admin token)")
+    md.add_argument("action", choices=["list", "promote", "rollback", "pin", "unpin"])
+    md.add_argument("version", nargs="?", type=int, help="version (promote: required; rollback/pin: optional)")
+    md.add_argument("--url", help="API URL (default http://STREAMCL_HOST:STREAMCL_PORT or STREAMCL_API_URL)")
+    md.add_argument("--json", action="store_true", help="list: print JSON")
+    md.set_defaults(func=cmd_model)
     return p
 
 

@@ -1,16 +1,29 @@
-"""The model controller: decides what the endpoint serves.
+"""The model controller: the one writer of what the endpoint serves.
 
-It reads ModelEvents from ``streamcl.models`` and, for each candidate newer than the serving
-version, asks the gate; a passing candidate becomes the serving version in the registry (the
-pointer every Serve replica follows) and a ``promoted`` ModelEvent is published. At start it
-reconciles with the registry, so a candidate whose event was missed is still decided.
+It reads ModelEvents from ``streamcl.models`` and asks the promotion gate about each candidate
+newer than the serving version; a passing candidate becomes the serving version in the
+registry (the pointer every Serve replica follows) and a ``promoted`` ModelEvent is published,
+a failing one is ``rejected`` with the reason. At start it reconciles with the registry, so a
+candidate whose event was missed is still decided.
+
+Operators act through :meth:`ModelController.admin` (the HTTP admin calls reach it through the
+controller actor): promote any stored version (a rejected one included: the override is
+logged), roll back to the previous serving version or a named one, pin the serving version so
+no automatic promotion replaces it, unpin. After an operator's promote or rollback only
+candidates newer than every version stored at that moment are promoted automatically, so the
+gate does not undo a rollback with an older candidate.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from learners.evaluation import gate_rows
 from learners.registry import Registry
 from streaming.errors import InvalidEvent, RegistryError
 from streaming.events import ModelEvent, decode
@@ -20,21 +33,123 @@ from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
+CONTROLLER_ACTOR = "streamcl-controller"
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
 
 class Gate(Protocol):
     """Decides whether a candidate may replace the serving version."""
 
-    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> tuple[bool, str]: ...
+    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision: ...
 
 
 class PromoteNewer:
-    """Promotes every candidate newer than the serving version (the promotion gate that
-    scores candidates is its own extension)."""
+    """Promotes every candidate newer than the serving version."""
 
-    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> tuple[bool, str]:
+    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision:
         if serving is not None and candidate["version"] <= serving["version"]:
-            return False, f"not newer than serving version {serving['version']}"
-        return True, "newer than the serving version"
+            return Decision(False, f"not newer than serving version {serving['version']}")
+        return Decision(True, "newer than the serving version")
+
+
+def _accuracy(pairs: Sequence[tuple[str | None, str]]) -> float:
+    return sum(p == y for p, y in pairs) / len(pairs) if pairs else 0.0
+
+
+class ScoreGate:
+    """Scores the candidate and the serving version on the candidate's gate set: the
+    held-out examples of its lineage (every domain's retained sample and the most recent
+    held-out window), which neither model trained on. The candidate passes when it is not
+    worse than the serving version by more than ``max_drop`` overall, nor by more than
+    ``max_domain_drop`` on any group with at least ``min_domain_examples`` examples."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        max_drop: float = 0.02,
+        max_domain_drop: float = 0.1,
+        min_domain_examples: int = 20,
+        batch: int = 64,
+    ) -> None:
+        self.registry = registry
+        self.max_drop = max_drop
+        self.max_domain_drop = max_domain_drop
+        self.min_domain_examples = min_domain_examples
+        self.batch = batch
+        self._cached: tuple[int, Any] | None = None  # the serving model, loaded once
+
+    def _model(self, version: int) -> Any:
+        from learners.model import TextClassifier
+
+        if self._cached and self._cached[0] == version:
+            return self._cached[1]
+        model = TextClassifier.load(self.registry.local_path(version)).eval()
+        return model
+
+    def _predict(self, model: Any, texts: list[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for i in range(0, len(texts), self.batch):
+            out += [p.label for p in model.predict(texts[i : i + self.batch])]
+        return out
+
+    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision:
+        if serving is None:
+            return Decision(True, "nothing is serving yet")
+        if candidate["version"] <= serving["version"]:
+            return Decision(False, f"not newer than serving version {serving['version']}")
+        rows = gate_rows(self.registry.local_path(candidate["version"]))
+        if not rows:
+            return Decision(True, "no held-out examples yet to score on: promoted as newer")
+        texts = [t for t, _, _ in rows]
+        serving_model = self._model(serving["version"])
+        self._cached = (serving["version"], serving_model)
+        cand = self._predict(self._model(candidate["version"]), texts)
+        base = self._predict(serving_model, texts)
+        labels = [y for _, y, _ in rows]
+        acc_c, acc_s = _accuracy(list(zip(cand, labels))), _accuracy(list(zip(base, labels)))
+        figures: dict[str, Any] = {
+            "gate_examples": len(rows),
+            "gate_accuracy": round(acc_c, 4),
+            "gate_serving_accuracy": round(acc_s, 4),
+            "gate_serving_version": serving["version"],
+            "gate_groups": {},
+        }
+        problems = []
+        if acc_c < acc_s - self.max_drop:
+            problems.append(
+                f"accuracy {acc_c:.3f} vs {acc_s:.3f} of serving version {serving['version']} "
+                f"on {len(rows)} gate examples (largest drop allowed {self.max_drop:g})"
+            )
+        groups = sorted({g for _, _, g in rows})
+        for g in groups:
+            idx = [i for i, (_, _, gg) in enumerate(rows) if gg == g]
+            c = _accuracy([(cand[i], labels[i]) for i in idx])
+            s = _accuracy([(base[i], labels[i]) for i in idx])
+            figures["gate_groups"][g] = {"n": len(idx), "candidate": round(c, 4), "serving": round(s, 4)}
+            if len(idx) >= self.min_domain_examples and c < s - self.max_domain_drop:
+                problems.append(
+                    f"domain {g!r}: {c:.3f} vs {s:.3f} on {len(idx)} examples "
+                    f"(largest drop allowed {self.max_domain_drop:g})"
+                )
+        if problems:
+            return Decision(False, "; ".join(problems), figures)
+        return Decision(
+            True, f"accuracy {acc_c:.3f} vs {acc_s:.3f} on {len(rows)} gate examples, no domain worse", figures
+        )
+
+
+class AdminError(Exception):
+    """An operator's call that cannot be done; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
 
 
 class ModelController:
@@ -54,6 +169,8 @@ class ModelController:
         self.model = model
         self.gate = gate or PromoteNewer()
         self.decided = 0
+        self._lock = threading.RLock()  # admin calls arrive on another thread than step()
+        self._pinned_seen = bool(registry.serving_state().get("pinned"))
         self._producer = Producer(stream, client_id="streamcl-controller")
         self._consumer = Consumer(
             stream, group_id=f"{stream.consumer_group}.controller", client_id="streamcl-controller"
@@ -61,16 +178,24 @@ class ModelController:
         self._consumer.assign([stream.topics.models])
         self.reconcile()
 
+    # automatic decisions --------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Decide every candidate the registry holds that is newer than the serving version."""
-        serving = self.registry.serving()
-        for meta in self.registry.versions():
-            if meta.get("status") == "candidate" and (serving is None or meta["version"] > serving):
-                self.consider(meta["version"])
+        """Decide the newest candidate the registry holds that may be promoted automatically."""
+        state = self.registry.serving_state()
+        floor = max(state.get("version") or 0, int(state.get("floor", 0)))
+        waiting = [m for m in self.registry.versions() if m.get("status") == "candidate" and m["version"] > floor]
+        if waiting:
+            self.consider(waiting[-1]["version"])
         self._publish_gauges()
 
     def step(self) -> int:
+        pinned = bool(self.registry.serving_state().get("pinned"))
+        if self._pinned_seen and not pinned:
+            self._pinned_seen = False
+            self.reconcile()  # unpinned: candidates that waited are decided now
+        self._pinned_seen = pinned
         records = self._consumer.poll(0.5, max_records=100)
+        newest = None
         for rec in records:
             try:
                 event = decode(ModelEvent, rec.value, self.stream.max_text_chars)
@@ -80,7 +205,9 @@ class ModelController:
                 continue
             if event.model == self.model and event.status == "candidate":
                 self.metrics.model_version.labels("candidate").set(event.version)
-                self.consider(event.version)
+                newest = max(newest or 0, event.version)
+        if newest is not None:
+            self.consider(newest)  # a burst of candidates: the newest is the one to judge
         if records:
             self._consumer.commit(self._consumer.positions())
         return len(records)
@@ -91,29 +218,132 @@ class ModelController:
         except RegistryError as exc:
             log.warning("candidate %d cannot be read: %s", version, exc)
             return
-        if candidate.get("status") != "candidate":
-            return  # already decided
-        current = self.registry.serving()
-        serving = self.registry.meta(current) if current is not None else None
-        ok, reason = self.gate.decide(candidate, serving)
-        if ok:
-            self.promote(version, reason)
-        else:
-            self.registry.update(version, status="rejected", reason=reason)
-            self.metrics.rejections.inc()
-            self._announce(version, "rejected", {"reason": reason})
-            log.info("version %d rejected: %s", version, reason)
-        self.decided += 1
+        state = self.registry.serving_state()
+        if candidate.get("status") != "candidate" or version <= int(state.get("floor", 0)):
+            return  # already decided, or older than an operator's decision
+        if state.get("pinned"):
+            log.info("version %d waits: serving version %s is pinned", version, state.get("version"))
+            return
+        current = state.get("version")
+        started = time.perf_counter()
+        try:
+            serving = self.registry.meta(current) if current is not None else None
+            decision = self.gate.decide(candidate, serving)
+        except RegistryError as exc:
+            decision = Decision(False, f"cannot be scored: {exc}")
+        with self._lock:
+            now = self.registry.serving_state()
+            if now.get("version") != current or now.get("pinned") or version <= int(now.get("floor", 0)):
+                log.info("version %d: the serving version changed while it was scored; left for later", version)
+                return
+            figures = {**decision.figures, "gate_seconds": round(time.perf_counter() - started, 3)}
+            if decision.ok:
+                try:
+                    self._promote(version, decision.reason, figures)
+                except RegistryError as exc:
+                    decision = Decision(False, f"its files cannot be served: {exc}")
+            if not decision.ok:
+                self.registry.update(version, status="rejected", reason=decision.reason, gate=figures)
+                self.metrics.rejections.inc()
+                self._announce(version, "rejected", {"reason": decision.reason, **_numbers(figures)})
+                log.info("version %d rejected: %s", version, decision.reason)
+            self.decided += 1
 
-    def promote(self, version: int, reason: str) -> None:
+    def _promote(self, version: int, reason: str, figures: dict[str, Any], **pointer: Any) -> dict[str, Any]:
         self.registry.local_path(version)  # refuses missing or corrupt files
-        self.registry.update(version, status="promoted", reason=reason)
-        self.registry.set_serving(version)
+        state = self.registry.set_serving(version, **pointer)
+        self.registry.update(version, status="promoted", reason=reason, gate=figures)
         self.metrics.promotions.inc()
-        self._announce(version, "promoted", {"reason": reason})
+        self._announce(version, "promoted", {"reason": reason, **_numbers(figures)})
         self._publish_gauges()
         log.info("version %d promoted: %s", version, reason)
+        return state
 
+    # operators --------------------------------------------------------------------------------
+    def admin(self, action: str, version: int | None = None, who: str = "operator") -> dict[str, Any]:
+        """An operator's ``promote``/``rollback``/``pin``/``unpin``; returns the serving state
+        or ``{"error", "status", "detail"}``."""
+        try:
+            with self._lock:
+                if action == "promote":
+                    state = self._admin_promote(self._version(version), who)
+                elif action == "rollback":
+                    state = self._admin_rollback(version, who)
+                elif action == "pin":
+                    state = self._admin_pin(version, who)
+                elif action == "unpin":
+                    state = self.registry.set_pinned(False)
+                    log.warning("%s unpinned serving version %s", who, state.get("version"))
+                else:
+                    raise AdminError(400, "unknown_action", f"unknown admin action {action!r}")
+        except AdminError as exc:
+            return {"error": exc.error, "status": exc.status, "detail": exc.detail}
+        except RegistryError as exc:
+            return {"error": "registry_error", "status": 409, "detail": str(exc)}
+        return {"serving": state.get("version"), "pinned": bool(state.get("pinned")), "history": state["history"]}
+
+    def _version(self, version: int | None) -> int:
+        if version is None:
+            raise AdminError(422, "invalid_request", "'version' is required")
+        try:
+            self.registry.meta(version)
+        except RegistryError:
+            raise AdminError(404, "unknown_version", f"there is no version {version}") from None
+        try:
+            self.registry.local_path(version)
+        except RegistryError as exc:
+            raise AdminError(409, "version_unavailable", str(exc)) from None
+        return version
+
+    def _floor(self) -> int:
+        versions = self.registry.versions()
+        return versions[-1]["version"] if versions else 0
+
+    def _admin_promote(self, version: int, who: str) -> dict[str, Any]:
+        meta = self.registry.meta(version)
+        override = meta.get("status") == "rejected"
+        reason = f"promoted by {who}" + (f" over the gate's rejection ({meta.get('reason')})" if override else "")
+        if override:
+            log.warning("version %d: %s", version, reason)
+        return self._promote(version, reason, {"override": override, "operator": True}, floor=self._floor())
+
+    def _admin_rollback(self, version: int | None, who: str) -> dict[str, Any]:
+        state = self.registry.serving_state()
+        current = state.get("version")
+        if version is None:
+            history = [v for v in state.get("history", []) if v != current]
+            for candidate in reversed(history):
+                try:
+                    self.registry.local_path(candidate)
+                except RegistryError:
+                    continue
+                version = candidate
+                break
+            if version is None:
+                raise AdminError(409, "no_previous_version", "no earlier serving version with files to roll back to")
+        target = self._version(version)
+        if target == current:
+            raise AdminError(409, "already_serving", f"version {target} is already serving")
+        new_state = self.registry.set_serving(target, floor=self._floor())
+        if current is not None:
+            self.registry.update(current, status="rolled_back", reason=f"rolled back to {target} by {who}")
+            self._announce(current, "rolled_back", {"to": target})
+        self.metrics.rollbacks.inc()
+        self._publish_gauges()
+        log.warning("%s rolled back from version %s to %d", who, current, target)
+        return new_state
+
+    def _admin_pin(self, version: int | None, who: str) -> dict[str, Any]:
+        current = self.registry.serving()
+        if version is not None and version != current:
+            self._version(version)
+            state = self._promote(version, f"pinned by {who}", {"operator": True}, pinned=True, floor=self._floor())
+        else:
+            state = self.registry.set_pinned(True)
+        log.warning("%s pinned version %s", who, state.get("version"))
+        return state
+
+    # reporting ----------------------------------------------------------------------------------
     def _announce(self, version: int, status: str, extra: dict[str, Any]) -> None:
         meta = self.registry.meta(version)
         event = ModelEvent(
@@ -133,10 +363,16 @@ class ModelController:
             self.metrics.model_version.labels("serving").set(serving)
 
     def status(self) -> dict[str, Any]:
-        return {"serving": self.registry.serving(), "decided": self.decided}
+        state = self.registry.serving_state()
+        return {"serving": state.get("version"), "pinned": bool(state.get("pinned")), "decided": self.decided}
 
     def close(self) -> None:
         try:
             self._consumer.close()
         finally:
             self._producer.close()
+
+
+def _numbers(figures: dict[str, Any]) -> dict[str, Any]:
+    """The flat figures of a decision, for a ModelEvent's ``metrics``."""
+    return {k: v for k, v in figures.items() if isinstance(v, (int, float, str, bool))}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from learners.settings import LearnerSettings
+from services.controller import CONTROLLER_ACTOR
 from services.settings import MonitorSettings, PlatformSettings, ServeSettings
 from streaming.broker import EmbeddedBroker
 from streaming.errors import ConfigError
@@ -43,12 +44,19 @@ def _learner(stream: StreamSettings, learner: LearnerSettings) -> Any:
     return make
 
 
-def _controller(stream: StreamSettings, learner: LearnerSettings) -> Any:
+def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSettings) -> Any:
     def make(metrics: Any) -> Any:
         from learners.service import registry_for
-        from services.controller import ModelController
+        from services.controller import ModelController, PromoteNewer, ScoreGate
 
-        return ModelController(stream, registry_for(stream, learner), metrics, learner.model_name)
+        registry = registry_for(stream, learner)
+        gate: Any = PromoteNewer()
+        if serve.gate == "score":
+            from learners.model import set_threads
+
+            set_threads(serve.gate_torch_threads)
+            gate = ScoreGate(registry, serve.gate_max_drop, serve.gate_max_domain_drop, serve.gate_min_domain_examples)
+        return ModelController(stream, registry, metrics, learner.model_name, gate)
 
     return make
 
@@ -149,9 +157,9 @@ class Platform:
 
         host = ray.remote(ServiceHost)
         common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0}
-        self.actors["controller"] = host.options(
-            name="streamcl-controller", num_cpus=p.controller_cpus, **common
-        ).remote(_controller(s, self.learner), "controller", ("controller",))
+        self.actors["controller"] = host.options(name=CONTROLLER_ACTOR, num_cpus=p.controller_cpus, **common).remote(
+            _controller(s, self.learner, self.serve_settings), "controller", ("controller",)
+        )
         self.actors["joiner"] = host.options(name="streamcl-joiner", num_cpus=p.joiner_cpus, **common).remote(
             _joiner(s), "joiner", ("joiner",)
         )

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +23,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from ray import serve
+from ray.exceptions import RayError
 
-from learners.model import TextClassifier, set_threads
+from learners.model import Prediction, TextClassifier, set_threads
 from learners.registry import Registry
 from learners.service import registry_for
 from learners.settings import LearnerSettings
+from services.controller import CONTROLLER_ACTOR
 from services.settings import ServeSettings
 from streaming.errors import InvalidEvent, RegistryError
 from streaming.events import FeedbackEvent, PredictionEvent, TextEvent, validate
 from streaming.metrics import Metrics
-from streaming.runtime import MetricsPusher
+from streaming.runtime import NAMESPACE, MetricsPusher
 from streaming.settings import StreamSettings
 
 log = logging.getLogger("streamcl.serve")
@@ -63,15 +66,21 @@ class Loaded:
 
 
 class ModelFollower:
-    """Keeps the serving version loaded: polls the registry pointer, loads in the background,
-    swaps one reference."""
+    """Keeps the serving version loaded: polls the registry pointer, loads a new version in
+    the background and swaps one reference. The last few loaded versions stay in memory, so a
+    rollback to one of them is a swap without a load."""
 
-    def __init__(self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None, keep: int = 3
+    ) -> None:
         self.registry = registry
         self.poll_s = poll_s
         self.on_swap = on_swap
+        self.keep = keep
         self.current: Loaded | None = None
         self.failed: dict[int, str] = {}
+        self._loaded: dict[int, TextClassifier] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         try:
             self.sync()  # a replica starts with the serving version loaded
@@ -88,22 +97,89 @@ class ModelFollower:
                 log.exception("model follower")
 
     def sync(self) -> None:
-        wanted = self.registry.serving()
-        if wanted is None or (self.current and self.current.version == wanted) or wanted in self.failed:
-            return
-        try:
-            model = TextClassifier.load(self.registry.local_path(wanted))
-        except RegistryError as exc:
-            self.failed[wanted] = str(exc)
-            log.error("cannot load version %d, keeping %s: %s", wanted, self.current and self.current.version, exc)
-            return
-        self.current = Loaded(wanted, model)  # the swap: one reference
+        with self._lock:
+            wanted = self.registry.serving()
+            if wanted is None or (self.current and self.current.version == wanted) or wanted in self.failed:
+                return
+            model = self._loaded.pop(wanted, None)
+            if model is None:
+                try:
+                    model = TextClassifier.load(self.registry.local_path(wanted)).eval()
+                except RegistryError as exc:
+                    self.failed[wanted] = str(exc)
+                    keeping = self.current and self.current.version
+                    log.error("cannot load version %d, keeping %s: %s", wanted, keeping, exc)
+                    return
+            self._loaded[wanted] = model  # most recently used last
+            while len(self._loaded) > self.keep:
+                self._loaded.pop(next(iter(self._loaded)))
+            self.current = Loaded(wanted, model)  # the swap: one reference
         log.info("now serving version %d", wanted)
         if self.on_swap:
             self.on_swap(wanted)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+Pending = tuple[list[str], "asyncio.Future[tuple[int, list[Prediction]]]"]
+
+
+class Batcher:
+    """Dynamic batching across concurrent requests.
+
+    Requests that arrive while a forward pass runs wait and then go together in the next one
+    (up to ``max_texts`` texts); a lone request runs at once, so batching adds no wait at low
+    load. Tokenization and the forward pass run in a worker thread, off the event loop. Each
+    batch takes the serving model once, so a response never mixes two versions.
+    """
+
+    def __init__(self, current: Callable[[], Loaded | None], max_texts: int) -> None:
+        self.current = current
+        self.max_texts = max_texts
+        self.batches = 0
+        self._pending: list[Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        # one inference thread: torch's OpenMP pool is per calling thread, and several pools
+        # on few cores spin against each other
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    async def predict(self, texts: list[str]) -> tuple[int, list[Prediction]]:
+        future: asyncio.Future[tuple[int, list[Prediction]]] = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[Pending]:
+        taken: list[Pending] = []
+        n = 0
+        while self._pending and (not taken or n + len(self._pending[0][0]) <= self.max_texts):
+            item = self._pending.pop(0)
+            taken.append(item)
+            n += len(item[0])
+        return taken
+
+    async def _drain(self) -> None:
+        while self._pending:
+            taken = self._take()
+            loaded = self.current()
+            try:
+                if loaded is None:
+                    raise ApiError(503, "not_ready", "no model loaded yet")
+                texts = [t for item, _ in taken for t in item]
+                preds = await asyncio.get_running_loop().run_in_executor(self._executor, loaded.model.predict, texts)
+            except Exception as exc:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            i = 0
+            for item, future in taken:
+                if not future.done():  # a cancelled request (client gone) is skipped
+                    future.set_result((loaded.version, preds[i : i + len(item)]))
+                i += len(item)
 
 
 class EventLog:
@@ -135,6 +211,33 @@ class EventLog:
             except Exception as exc:
                 self.dropped += 1
                 log.warning("prediction log to Kafka failed: %s", exc)
+
+
+VERSION_BODY = {
+    "type": "object",
+    "properties": {"version": {"type": "integer", "minimum": 1}},
+    "additionalProperties": True,
+}
+PREDICT_BODY = {
+    "type": "object",
+    "required": ["texts"],
+    "properties": {
+        "texts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "ids": {"type": "array", "items": {"type": "string"}},
+        "domains": {"type": "array", "items": {"type": ["string", "null"]}},
+    },
+}
+FEEDBACK_ITEM = {
+    "type": "object",
+    "required": ["id", "label"],
+    "properties": {"id": {"type": "string"}, "label": {"type": "string"}, "ts": {"type": "number"}},
+}
+FEEDBACK_BODY = {"oneOf": [FEEDBACK_ITEM, {"type": "array", "items": FEEDBACK_ITEM, "minItems": 1}]}
+
+
+def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    """OpenAPI for a JSON body the handler parses itself (to answer bad input its own way)."""
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
 def _check_token(request: Request, token: Any, missing_ok: bool) -> None:
@@ -190,7 +293,7 @@ class Api:
     def __init__(self, stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> None:
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("kafka").setLevel(logging.WARNING)
-        set_threads(settings.torch_threads)
+        set_threads(settings.replica_torch_threads)
         self.stream = stream
         self.settings = settings
         self.model_name = learner.model_name
@@ -203,14 +306,16 @@ class Api:
         self.metrics.started.labels(f"serve-{replica}").set(time.time())
         self._pusher = MetricsPusher(self.metrics, f"serve-{replica}")
         self.follower = ModelFollower(self.registry, settings.model_poll_s, self._swapped)
+        self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts)
         self.events = EventLog(stream)
+        self._controller_handle: Any = None
 
     def _swapped(self, version: int) -> None:
         self.metrics.replicas_ready.set(1)
         self.metrics.replica_version.set(version)
 
     # predict ----------------------------------------------------------------------------------
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", openapi_extra=_body(PREDICT_BODY, required=True))
     async def predict(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         code = 500
@@ -248,10 +353,7 @@ class Api:
         if any(not i or len(i) > 256 for i in ids):
             raise ApiError(422, "invalid_request", "ids must be 1 to 256 characters")
         domains = _string_list(body, "domains", len(texts), allow_null=True) or [None] * len(texts)
-        loaded = self.follower.current
-        if loaded is None:
-            raise ApiError(503, "not_ready", "no model loaded yet")
-        preds = await asyncio.to_thread(loaded.model.predict, texts)
+        version, preds = await self.batcher.predict(texts)
         self.metrics.predicted.inc(len(texts))
         if self.settings.log_predictions:
             topics = self.stream.topics
@@ -259,17 +361,17 @@ class Api:
                 self.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain))
                 self.events.put(
                     topics.predictions,
-                    PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=loaded.version),
+                    PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=version),
                 )
         return JSONResponse(
             {
-                "model_version": loaded.version,
+                "model_version": version,
                 "predictions": [{"id": i, "label": p.label, "scores": p.scores} for i, p in zip(ids, preds)],
             }
         )
 
     # feedback ---------------------------------------------------------------------------------
-    @app.post("/v1/feedback", status_code=202)
+    @app.post("/v1/feedback", status_code=202, openapi_extra=_body(FEEDBACK_BODY, required=True))
     async def feedback(self, request: Request) -> JSONResponse:
         _check_token(request, self.settings.api_token, missing_ok=True)
         body = await _json_body(request, self.settings.max_request_bytes)
@@ -322,6 +424,57 @@ class Api:
             }
         )
 
+    # admin ------------------------------------------------------------------------------------
+    @app.post("/v1/model/promote", openapi_extra=_body(VERSION_BODY, required=True))
+    async def promote(self, request: Request) -> JSONResponse:
+        return await self._admin(request, "promote", required=True)
+
+    @app.post("/v1/model/rollback", openapi_extra=_body(VERSION_BODY))
+    async def rollback(self, request: Request) -> JSONResponse:
+        return await self._admin(request, "rollback")
+
+    @app.post("/v1/model/pin", openapi_extra=_body(VERSION_BODY))
+    async def pin(self, request: Request) -> JSONResponse:
+        return await self._admin(request, "pin")
+
+    @app.post("/v1/model/unpin")
+    async def unpin(self, request: Request) -> JSONResponse:
+        return await self._admin(request, "unpin", body=False)
+
+    async def _admin(self, request: Request, action: str, required: bool = False, body: bool = True) -> JSONResponse:
+        _check_token(request, self.settings.admin_token, missing_ok=False)
+        version = None
+        raw = await request.body()
+        if body and raw.strip():
+            data = await _json_body(request, 64 * 1024)
+            if not isinstance(data, dict):
+                raise ApiError(422, "invalid_request", 'expected {"version": N}')
+            version = data.get("version")
+            if version is not None and (type(version) is not int or version < 1):
+                raise ApiError(422, "invalid_request", "'version' must be a positive integer")
+        if required and version is None:
+            raise ApiError(422, "invalid_request", "'version' is required")
+        try:
+            controller = self._controller()
+            result = await asyncio.wait_for(
+                controller.call.remote("admin", action, version, "an operator (HTTP)"), timeout=30
+            )
+        except (TimeoutError, ValueError, RayError) as exc:
+            self._controller_handle = None
+            detail = f"the model controller did not answer: {type(exc).__name__}"
+            raise ApiError(503, "controller_unavailable", detail) from None
+        if "error" in result:
+            raise ApiError(int(result["status"]), result["error"], result["detail"])
+        await asyncio.to_thread(self.follower.sync)  # this replica swaps now; the others within a poll
+        return JSONResponse(result)
+
+    def _controller(self) -> Any:
+        if self._controller_handle is None:
+            import ray
+
+            self._controller_handle = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+        return self._controller_handle
+
     # health -----------------------------------------------------------------------------------
     @app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -339,6 +492,7 @@ def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeS
     """The Serve application, with replicas and CPU reservation from the settings."""
     return Api.options(  # type: ignore[attr-defined]
         num_replicas=settings.replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options={"num_cpus": settings.replica_cpus},
         health_check_period_s=2,
         logging_config={"enable_access_log": False, "log_level": "WARNING"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from streaming.settings import BaseStreamclSettings
@@ -20,9 +22,26 @@ class ServeSettings(BaseStreamclSettings):
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
     replicas: int = Field(1, ge=1, le=64, description="Serve replicas")
     replica_cpus: float = Field(0.5, gt=0, le=64, description="CPUs reserved per replica")
-    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per replica")
+    replica_torch_threads: int = Field(1, ge=1, le=256, description="torch threads per replica")
+    max_ongoing_requests: int = Field(
+        64, ge=1, le=10_000, description="requests a replica takes at once (they are batched together)"
+    )
+    max_batch_texts: int = Field(64, ge=1, le=4096, description="texts per forward pass when batching requests")
     model_poll_s: float = Field(0.5, gt=0, le=60, description="how often replicas check the serving version")
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
+    gate: Literal["score", "newer"] = Field(
+        "score", description="promotion gate: score candidates against the serving version, or promote every newer one"
+    )
+    gate_max_drop: float = Field(
+        0.02, ge=0, le=1, description="gate: largest drop in accuracy on the whole gate set that still promotes"
+    )
+    gate_max_domain_drop: float = Field(
+        0.1, ge=0, le=1, description="gate: largest drop in accuracy on any one domain that still promotes"
+    )
+    gate_min_domain_examples: int = Field(
+        20, ge=1, description="gate: a domain is judged alone once it has this many gate examples"
+    )
+    gate_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the controller scoring candidates")
 
 
 class MonitorSettings(BaseStreamclSettings):
