@@ -36,10 +36,13 @@ test: install ## unit, integration (real broker, Ray, Serve) and end-to-end test
 test-unit: install ## unit tests only
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: install ## benchmarks: join and learner throughput against bare loops (JSON)
+bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, swaps, freshness (JSON)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/monitoring_overhead.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/swap.py
+	$(BIN)/python bench/freshness.py
 
 lint: install ## ruff, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from learners.model import TextClassifier
 
@@ -36,6 +37,15 @@ class Learner(ABC):
         """Scale the learning rates to ``factor`` times the configured ones (drift adaptation);
         False when this learner has no learning rate to scale."""
         return False
+
+    def save_state(self, folder: Path) -> None:
+        """Write the learner's own state (beyond the model's weights) into a version folder,
+        as JSON or safetensors (never pickle)."""
+        return None
+
+    def load_state(self, folder: Path) -> None:
+        """Resume the state :meth:`save_state` wrote (a folder without it: start fresh)."""
+        return None
 
     def predict(self, texts: Sequence[str]) -> list[str | None]:
         return [p.label for p in self.model.predict(texts)]

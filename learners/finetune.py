@@ -58,24 +58,30 @@ class FineTuneLearner(Learner):
         return True
 
     def learn(self, batch: Sequence[Example]) -> list[str | None]:
+        return self._step(batch, ())
+
+    def _step(self, batch: Sequence[Example], extra: Sequence[Example]) -> list[str | None]:
+        """One optimizer step on ``batch`` and ``extra`` (for example replayed examples);
+        returns the predictions for ``batch`` made before the step."""
         if not batch:
             return []
         model = self.model
         known = list(model.labels)
         if model.grow([ex.label for ex in batch]):
             self._optimizer = self._make_optimizer()  # the head's parameters changed
-        enc = model.tokenize([ex.text for ex in batch])
+        examples = [*batch, *extra]
+        enc = model.tokenize([ex.text for ex in examples])
         logits = model(**enc)
         with torch.no_grad():
             # Prequential: the prediction of the model as it was before this batch, so a
             # label it had not seen yet cannot be predicted.
             if known:
-                best = logits[:, : len(known)].argmax(-1).tolist()
+                best = logits[: len(batch), : len(known)].argmax(-1).tolist()
                 preds: list[str | None] = [known[i] for i in best]
             else:
                 preds = [None] * len(batch)
         index = {label: i for i, label in enumerate(model.labels)}
-        target = torch.tensor([index[ex.label] for ex in batch])
+        target = torch.tensor([index[ex.label] for ex in examples])
         loss = self._loss(logits, target)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -34,9 +34,17 @@ def registry_for(stream: StreamSettings, learner: LearnerSettings) -> Registry:
 
 def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
     """The learner named by ``settings.strategy`` around ``model``."""
-    return FineTuneLearner(
-        model, lr=settings.lr, head_lr=settings.head_lr, trainable_layers=settings.trainable_layers, seed=settings.seed
-    )
+    common: dict[str, Any] = {
+        "lr": settings.lr,
+        "head_lr": settings.head_lr,
+        "trainable_layers": settings.trainable_layers,
+        "seed": settings.seed,
+    }
+    if settings.strategy == "replay":
+        from learners.rehearsal import ReplayLearner
+
+        return ReplayLearner(model, buffer_size=settings.replay_buffer, replay_ratio=settings.replay_ratio, **common)
+    return FineTuneLearner(model, **common)
 
 
 def bootstrap_registry(registry: Registry, settings: LearnerSettings) -> dict[str, Any]:
@@ -82,6 +90,7 @@ class LearnerService:
         folder = self.registry.local_path(self.parent)
         self.model = TextClassifier.load(folder)
         self.learner = build_learner(settings, self.model)
+        self.learner.load_state(folder)
         self.holdout = Holdout(settings.eval_holdout_every, settings.eval_per_domain, settings.eval_recent)
         self.holdout.load(folder)
         self.concept = concept_detectors(settings.concept_detectors)
@@ -234,6 +243,7 @@ class LearnerService:
 
         def save(folder: Path) -> None:
             self.model.save(folder)
+            self.learner.save_state(folder)
             self.holdout.save(folder)
 
         meta = self.registry.create(

@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode
 from streaming.settings import BaseStreamclSettings
 
 #: Strategies a learner can be built with, by name.
-STRATEGIES = ("naive",)
+STRATEGIES = ("naive", "replay")
 
 
 class LearnerSettings(BaseStreamclSettings):
@@ -22,7 +22,9 @@ class LearnerSettings(BaseStreamclSettings):
         default_factory=list, description="labels known from the start (comma-separated); more are learned"
     )
     registry_uri: str | None = Field(None, description="model registry; unset: <state_dir>/registry")
-    strategy: Literal["naive"] = Field("naive", description=f"learning strategy: {', '.join(STRATEGIES)}")
+    strategy: Literal["naive", "replay"] = Field("replay", description=f"learning strategy: {', '.join(STRATEGIES)}")
+    replay_buffer: int = Field(500, ge=1, le=100_000, description="replay: examples kept in the reservoir")
+    replay_ratio: float = Field(1.0, gt=0, le=8, description="replay: replayed examples per new example in a step")
     batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")

@@ -17,6 +17,7 @@ gate does not undo a rollback with an older candidate.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -65,9 +66,15 @@ def _accuracy(pairs: Sequence[tuple[str | None, str]]) -> float:
 class ScoreGate:
     """Scores the candidate and the serving version on the candidate's gate set: the
     held-out examples of its lineage (every domain's retained sample and the most recent
-    held-out window), which neither model trained on. The candidate passes when it is not
-    worse than the serving version by more than ``max_drop`` overall, nor by more than
-    ``max_domain_drop`` on any group with at least ``min_domain_examples`` examples."""
+    held-out window), which neither model trained on.
+
+    The candidate is refused when it is worse than the serving version by more than
+    ``max_drop`` overall, or by more than ``max_domain_drop`` on a group with at least
+    ``min_domain_examples`` examples, *and* the drop is beyond chance: with ``lost`` the
+    examples only the serving version gets right and ``won`` those only the candidate gets
+    right (a paired, McNemar-style sign test), ``lost - won > z * sqrt(lost + won)``. On a
+    small gate set one example is a large fraction; the test keeps noise from blocking
+    every candidate while a real regression is still refused."""
 
     def __init__(
         self,
@@ -75,12 +82,14 @@ class ScoreGate:
         max_drop: float = 0.02,
         max_domain_drop: float = 0.1,
         min_domain_examples: int = 20,
+        z: float = 1.64,
         batch: int = 64,
     ) -> None:
         self.registry = registry
         self.max_drop = max_drop
         self.max_domain_drop = max_domain_drop
         self.min_domain_examples = min_domain_examples
+        self.z = z
         self.batch = batch
         self._cached: tuple[int, Any] | None = None  # the serving model, loaded once
 
@@ -89,14 +98,23 @@ class ScoreGate:
 
         if self._cached and self._cached[0] == version:
             return self._cached[1]
-        model = TextClassifier.load(self.registry.local_path(version)).eval()
-        return model
+        return TextClassifier.load(self.registry.local_path(version)).eval()
 
     def _predict(self, model: Any, texts: list[str]) -> list[str | None]:
         out: list[str | None] = []
         for i in range(0, len(texts), self.batch):
             out += [p.label for p in model.predict(texts[i : i + self.batch])]
         return out
+
+    def _worse(self, cand: list[bool], base: list[bool], limit: float) -> tuple[bool, str]:
+        """Is the candidate worse by more than ``limit`` and beyond chance? And the figures."""
+        n = len(cand)
+        acc_c, acc_s = sum(cand) / n, sum(base) / n
+        lost = sum(b and not c for c, b in zip(cand, base))
+        won = sum(c and not b for c, b in zip(cand, base))
+        significant = lost - won > self.z * math.sqrt(lost + won)
+        text = f"{acc_c:.3f} vs {acc_s:.3f} on {n} examples (lost {lost}, won {won})"
+        return acc_c < acc_s - limit and significant, text
 
     def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision:
         if serving is None:
@@ -109,39 +127,38 @@ class ScoreGate:
         texts = [t for t, _, _ in rows]
         serving_model = self._model(serving["version"])
         self._cached = (serving["version"], serving_model)
-        cand = self._predict(self._model(candidate["version"]), texts)
-        base = self._predict(serving_model, texts)
-        labels = [y for _, y, _ in rows]
-        acc_c, acc_s = _accuracy(list(zip(cand, labels))), _accuracy(list(zip(base, labels)))
+        cand_pred = self._predict(self._model(candidate["version"]), texts)
+        base_pred = self._predict(serving_model, texts)
+        cand = [p == y for p, (_, y, _) in zip(cand_pred, rows)]
+        base = [p == y for p, (_, y, _) in zip(base_pred, rows)]
         figures: dict[str, Any] = {
             "gate_examples": len(rows),
-            "gate_accuracy": round(acc_c, 4),
-            "gate_serving_accuracy": round(acc_s, 4),
+            "gate_accuracy": round(sum(cand) / len(rows), 4),
+            "gate_serving_accuracy": round(sum(base) / len(rows), 4),
             "gate_serving_version": serving["version"],
             "gate_groups": {},
         }
         problems = []
-        if acc_c < acc_s - self.max_drop:
-            problems.append(
-                f"accuracy {acc_c:.3f} vs {acc_s:.3f} of serving version {serving['version']} "
-                f"on {len(rows)} gate examples (largest drop allowed {self.max_drop:g})"
-            )
-        groups = sorted({g for _, _, g in rows})
-        for g in groups:
+        worse, text = self._worse(cand, base, self.max_drop)
+        if worse:
+            problems.append(f"accuracy {text} against serving version {serving['version']}")
+        for g in sorted({g for _, _, g in rows}):
             idx = [i for i, (_, _, gg) in enumerate(rows) if gg == g]
-            c = _accuracy([(cand[i], labels[i]) for i in idx])
-            s = _accuracy([(base[i], labels[i]) for i in idx])
-            figures["gate_groups"][g] = {"n": len(idx), "candidate": round(c, 4), "serving": round(s, 4)}
-            if len(idx) >= self.min_domain_examples and c < s - self.max_domain_drop:
-                problems.append(
-                    f"domain {g!r}: {c:.3f} vs {s:.3f} on {len(idx)} examples "
-                    f"(largest drop allowed {self.max_domain_drop:g})"
-                )
+            gc, gb = [cand[i] for i in idx], [base[i] for i in idx]
+            figures["gate_groups"][g] = {
+                "n": len(idx),
+                "candidate": round(sum(gc) / len(idx), 4),
+                "serving": round(sum(gb) / len(idx), 4),
+            }
+            if len(idx) >= self.min_domain_examples:
+                worse, text = self._worse(gc, gb, self.max_domain_drop)
+                if worse:
+                    problems.append(f"domain {g!r}: {text}")
         if problems:
-            return Decision(False, "; ".join(problems), figures)
-        return Decision(
-            True, f"accuracy {acc_c:.3f} vs {acc_s:.3f} on {len(rows)} gate examples, no domain worse", figures
-        )
+            limits = f"largest drops allowed {self.max_drop:g} overall, {self.max_domain_drop:g} per domain"
+            return Decision(False, "; ".join(problems) + f" ({limits}, beyond chance)", figures)
+        acc = f"accuracy {figures['gate_accuracy']:.3f} vs {figures['gate_serving_accuracy']:.3f}"
+        return Decision(True, f"{acc} on {len(rows)} gate examples, no domain worse", figures)
 
 
 class AdminError(Exception):

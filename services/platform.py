@@ -55,7 +55,13 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
             from learners.model import set_threads
 
             set_threads(serve.gate_torch_threads)
-            gate = ScoreGate(registry, serve.gate_max_drop, serve.gate_max_domain_drop, serve.gate_min_domain_examples)
+            gate = ScoreGate(
+                registry,
+                serve.gate_max_drop,
+                serve.gate_max_domain_drop,
+                serve.gate_min_domain_examples,
+                serve.gate_z,
+            )
         return ModelController(stream, registry, metrics, learner.model_name, gate)
 
     return make

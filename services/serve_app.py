@@ -489,9 +489,19 @@ class Api:
 
 
 def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> Any:
-    """The Serve application, with replicas and CPU reservation from the settings."""
+    """The Serve application, with replicas (or autoscaling) and CPU reservation from the
+    settings."""
+    scaling: dict[str, Any] = {"num_replicas": settings.replicas}
+    if settings.max_replicas is not None and settings.max_replicas > settings.replicas:
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": settings.replicas,
+                "max_replicas": settings.max_replicas,
+                "target_ongoing_requests": settings.target_ongoing_requests,
+            }
+        }
     return Api.options(  # type: ignore[attr-defined]
-        num_replicas=settings.replicas,
+        **scaling,
         max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options={"num_cpus": settings.replica_cpus},
         health_check_period_s=2,

@@ -21,6 +21,12 @@ class ServeSettings(BaseStreamclSettings):
     max_texts_per_request: int = Field(256, ge=1, le=100_000, description="texts per predict request")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
     replicas: int = Field(1, ge=1, le=64, description="Serve replicas")
+    max_replicas: int | None = Field(
+        None, ge=1, le=1024, description="autoscale between STREAMCL_REPLICAS and this many replicas; unset: fixed"
+    )
+    target_ongoing_requests: float = Field(
+        16.0, gt=0, description="autoscaling: ongoing requests per replica it aims for"
+    )
     replica_cpus: float = Field(0.5, gt=0, le=64, description="CPUs reserved per replica")
     replica_torch_threads: int = Field(1, ge=1, le=256, description="torch threads per replica")
     max_ongoing_requests: int = Field(
@@ -40,6 +46,9 @@ class ServeSettings(BaseStreamclSettings):
     )
     gate_min_domain_examples: int = Field(
         20, ge=1, description="gate: a domain is judged alone once it has this many gate examples"
+    )
+    gate_z: float = Field(
+        1.64, ge=0, description="gate: a drop must also be beyond chance (paired sign test, this many deviations)"
     )
     gate_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the controller scoring candidates")
 
