@@ -171,6 +171,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """Start (or find) the platform's actors on a Ray cluster, then watch them until stopped."""
+    import ray
+
+    from services.platform import SERVICES, Platform
+
+    platform = Platform.from_env()
+    if not platform.platform.ray_address:
+        print("streamcl: workers needs STREAMCL_RAY_ADDRESS (e.g. ray://head-svc:10001)", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    platform.start_workers()
+    print(f"streamcl: workers running on {platform.platform.ray_address}: {', '.join(platform.actors)}", flush=True)
+    failures = 0
+    while not stop.wait(args.check_s):
+        try:
+            status = ray.get([platform.actors[n].status.remote() for n in SERVICES if n in platform.actors], timeout=60)
+            failures = 0
+            print("streamcl: " + "; ".join(f"{s.get('errors', 0)} errors" for s in status), flush=True)
+        except Exception as exc:  # an actor restarting (Ray restarts it) or the cluster gone
+            failures += 1
+            print(f"streamcl: actors not answering ({type(exc).__name__}), {failures} times", flush=True)
+            if failures >= 10:
+                return 1
+    if args.stop_actors:
+        platform.stop()
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     import os
 
@@ -235,6 +266,11 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", type=float, help="texts per second (default: as fast as possible)")
     rp.add_argument("--label-delay", type=float, default=0.0, metavar="S", help="seconds before each label")
     rp.set_defaults(func=cmd_replay)
+
+    wk = sub.add_parser("workers", help="start the actors on a Ray cluster (STREAMCL_RAY_ADDRESS) and watch them")
+    wk.add_argument("--check-s", type=float, default=30.0, help="seconds between health checks")
+    wk.add_argument("--stop-actors", action="store_true", help="stop the actors on exit (default: they keep running)")
+    wk.set_defaults(func=cmd_workers)
 
     md = sub.add_parser("model", help="list versions; promote, roll back, pin, unpin (admin token)")
     md.add_argument("action", choices=["list", "promote", "rollback", "pin", "unpin"])

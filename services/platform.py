@@ -93,6 +93,8 @@ class Platform:
     broker: EmbeddedBroker | None = None
     prometheus: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
+    serve_enabled: bool = True
+    detached: bool = False
     urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -125,6 +127,15 @@ class Platform:
             raise
         return self
 
+    def start_workers(self) -> Platform:
+        """On a Ray cluster whose Serve app is deployed separately (KubeRay's RayService):
+        the metrics aggregator (on the head node, where it is scraped) and the joiner, learner,
+        controller and monitor as detached named actors, reused when they already run."""
+        self.serve_enabled = False
+        self.detached = True
+        self._start()
+        return self
+
     def _start(self) -> None:
         import ray
         from ray import serve
@@ -151,9 +162,19 @@ class Platform:
             else:
                 ray.init(num_cpus=p.ray_num_cpus, include_dashboard=False, **kwargs)
 
+        placement: dict[str, Any] = {"lifetime": None}
+        if self.detached:
+            placement = {"lifetime": "detached", "get_if_exists": True}
         aggregator = (
             ray.remote(MetricsAggregator)
-            .options(name=AGGREGATOR_NAME, namespace=NAMESPACE, num_cpus=0, max_restarts=-1, lifetime=None)
+            .options(
+                name=AGGREGATOR_NAME,
+                namespace=NAMESPACE,
+                num_cpus=0,
+                max_restarts=-1,
+                **placement,
+                **({"resources": {"node:__internal_head__": 0.001}} if self.detached else {}),
+            )
             .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port)
         )
         self.actors["metrics"] = aggregator
@@ -162,7 +183,7 @@ class Platform:
         bootstrap_registry(registry_for(s, self.learner), self.learner)
 
         host = ray.remote(ServiceHost)
-        common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0}
+        common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0, **placement}
         self.actors["controller"] = host.options(name=CONTROLLER_ACTOR, num_cpus=p.controller_cpus, **common).remote(
             _controller(s, self.learner, self.serve_settings), "controller", ("controller",)
         )
@@ -177,6 +198,8 @@ class Platform:
                 _monitor(s, self.monitor, self.learner), "monitor", ("monitor",)
             )
         ray.get([self.actors[n].status.remote() for n in SERVICES if n in self.actors])
+        if not self.serve_enabled:
+            return
 
         st = self.serve_settings
         serve.start(http_options={"host": st.host, "port": st.port})
@@ -237,12 +260,13 @@ class Platform:
             self.prometheus.stop()
             self.prometheus = None
         if ray.is_initialized():
-            try:
-                from ray import serve
+            if self.serve_enabled:
+                try:
+                    from ray import serve
 
-                serve.shutdown()
-            except Exception:
-                log.exception("serve shutdown")
+                    serve.shutdown()
+                except Exception:
+                    log.exception("serve shutdown")
             for name in SERVICES:
                 actor = self.actors.pop(name, None)
                 if actor is not None:

@@ -507,3 +507,9 @@ def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeS
         health_check_period_s=2,
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
     ).bind(stream, learner, settings)
+
+
+def from_env(args: dict[str, str] | None = None) -> Any:
+    """Application builder for Serve config files and KubeRay's ``serveConfigV2``
+    (``import_path: services.serve_app:from_env``): every setting from ``STREAMCL_*``."""
+    return build_app(StreamSettings(), LearnerSettings(), ServeSettings())
