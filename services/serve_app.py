@@ -503,7 +503,15 @@ def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeS
     return Api.options(  # type: ignore[attr-defined]
         **scaling,
         max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.replica_cpus},
+        # Ray gives a fractional-CPU actor OMP_NUM_THREADS=1, which slows torch's kernels even
+        # after set_num_threads; passive OpenMP threads do not spin between ops, leaving the
+        # cores to the proxy and the event loop (measured: bench/serving.py)
+        ray_actor_options={
+            "num_cpus": settings.replica_cpus,
+            "runtime_env": {
+                "env_vars": {"OMP_NUM_THREADS": str(settings.replica_torch_threads), "OMP_WAIT_POLICY": "PASSIVE"}
+            },
+        },
         health_check_period_s=2,
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
     ).bind(stream, learner, settings)
