@@ -7,6 +7,7 @@ never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -80,8 +81,9 @@ class TextClassifier(nn.Module):
             info = json.loads((folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
             config = AutoConfig.from_pretrained(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            encoder = AutoModel.from_config(config)
-            model = cls(encoder, tokenizer, info["labels"], int(info["max_length"]))
+            with _no_init():  # every weight is loaded next: random init would be wasted time
+                encoder = AutoModel.from_config(config)
+                model = cls(encoder, tokenizer, info["labels"], int(info["max_length"]))
             state = load_file(str(folder / WEIGHTS_FILE))
             model.load_state_dict(state, strict=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -194,6 +196,15 @@ def truncate_layers(encoder: nn.Module, keep: int) -> None:
         config = getattr(encoder, "config", None)
         if config is not None and hasattr(config, "num_hidden_layers"):
             config.num_hidden_layers = keep
+
+
+def _no_init() -> Any:
+    """transformers' context that skips weight initialization (a no-op context if absent)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - other transformers versions
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _unique(labels: Sequence[str]) -> list[str]:
