@@ -267,7 +267,7 @@ class ModelController:
             self.decided += 1
 
     def _promote(self, version: int, reason: str, figures: dict[str, Any], **pointer: Any) -> dict[str, Any]:
-        self.registry.local_path(version)  # refuses missing or corrupt files
+        self.registry.local_path(version)  # refuses missing or corrupt files (checked once per file state)
         state = self.registry.set_serving(version, **pointer)
         self.registry.update(version, status="promoted", reason=reason, gate=figures)
         self.metrics.promotions.inc()

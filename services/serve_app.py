@@ -93,8 +93,32 @@ class ModelFollower:
         while not self._stop.wait(self.poll_s):
             try:
                 self.sync()
+                self.prefetch()
             except Exception:
                 log.exception("model follower")
+
+    def prefetch(self) -> None:
+        """Load, without serving it, the version a swap most likely goes to next: the newest
+        one (a candidate the gate may promote) and the previous serving one (a rollback)."""
+        state = self.registry.serving_state()
+        latest = self.registry.latest()
+        likely = [v for v in (latest and latest["version"], *state.get("history", [])[-1:]) if v is not None]
+        for version in likely:
+            if version in self._loaded or version in self.failed:
+                continue
+            try:
+                model = TextClassifier.load(self.registry.local_path(version)).eval()
+            except RegistryError:
+                continue  # not an error until it is asked to serve it
+            with self._lock:
+                self._loaded[version] = model
+                self._trim()
+
+    def _trim(self) -> None:
+        serving = self.current.version if self.current else None
+        while len(self._loaded) > self.keep:
+            oldest = next(v for v in self._loaded if v != serving)
+            self._loaded.pop(oldest)
 
     def sync(self) -> None:
         with self._lock:
@@ -111,9 +135,8 @@ class ModelFollower:
                     log.error("cannot load version %d, keeping %s: %s", wanted, keeping, exc)
                     return
             self._loaded[wanted] = model  # most recently used last
-            while len(self._loaded) > self.keep:
-                self._loaded.pop(next(iter(self._loaded)))
             self.current = Loaded(wanted, model)  # the swap: one reference
+            self._trim()
         log.info("now serving version %d", wanted)
         if self.on_swap:
             self.on_swap(wanted)
