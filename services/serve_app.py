@@ -65,6 +65,9 @@ class Loaded:
     model: TextClassifier
 
 
+PREFETCH_S = 2.0  # how often a replica looks for versions to keep warm
+
+
 class ModelFollower:
     """Keeps the serving version loaded: polls the registry pointer, loads a new version in
     the background and swaps one reference. The last few loaded versions stay in memory, so a
@@ -82,6 +85,7 @@ class ModelFollower:
         self._loaded: dict[int, TextClassifier] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._next_prefetch = 0.0
         try:
             self.sync()  # a replica starts with the serving version loaded
         except Exception:
@@ -93,16 +97,21 @@ class ModelFollower:
         while not self._stop.wait(self.poll_s):
             try:
                 self.sync()
-                self.prefetch()
+                if time.monotonic() >= self._next_prefetch:
+                    self._next_prefetch = time.monotonic() + PREFETCH_S
+                    self.prefetch()
             except Exception:
                 log.exception("model follower")
 
     def prefetch(self) -> None:
-        """Load, without serving it, the version a swap most likely goes to next: the newest
-        one (a candidate the gate may promote) and the previous serving one (a rollback)."""
+        """Keep warm, without serving them, the versions a swap most likely goes to: the
+        previous serving one (a rollback) and the newest ones (candidates the gate or an
+        operator may promote), ``keep - 1`` in all."""
         state = self.registry.serving_state()
-        latest = self.registry.latest()
-        likely = [v for v in (latest and latest["version"], *state.get("history", [])[-1:]) if v is not None]
+        newest = [m["version"] for m in reversed(self.registry.versions()) if not m.get("pruned")]
+        likely = [v for v in (*state.get("history", [])[-1:], *newest) if v is not None]
+        serving = self.current.version if self.current else None
+        likely = list(dict.fromkeys(v for v in likely if v != serving))[: max(0, self.keep - 1)]
         for version in likely:
             if version in self._loaded or version in self.failed:
                 continue
@@ -328,7 +337,9 @@ class Api:
             replica = uuid.uuid4().hex[:8]
         self.metrics.started.labels(f"serve-{replica}").set(time.time())
         self._pusher = MetricsPusher(self.metrics, f"serve-{replica}")
-        self.follower = ModelFollower(self.registry, settings.model_poll_s, self._swapped)
+        self.follower = ModelFollower(
+            self.registry, settings.model_poll_s, self._swapped, keep=settings.replica_warm_versions + 1
+        )
         self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts)
         self.events = EventLog(stream)
         self._controller_handle: Any = None

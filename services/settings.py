@@ -33,6 +33,9 @@ class ServeSettings(BaseStreamclSettings):
         64, ge=1, le=10_000, description="requests a replica takes at once (they are batched together)"
     )
     max_batch_texts: int = Field(64, ge=1, le=4096, description="texts per forward pass when batching requests")
+    replica_warm_versions: int = Field(
+        3, ge=0, le=64, description="versions each replica keeps loaded besides the serving one (fast swaps)"
+    )
     model_poll_s: float = Field(0.5, gt=0, le=60, description="how often replicas check the serving version")
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
     gate: Literal["score", "newer"] = Field(
