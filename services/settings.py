@@ -85,6 +85,7 @@ class PlatformSettings(BaseStreamclSettings):
     ray_address: str | None = Field(None, description="Ray cluster to join; unset: start a local one")
     ray_num_cpus: int = Field(2, ge=1, le=1024, description="CPUs of the local Ray")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the learner actor")
+    learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the learner actor (a GPU node on a cluster)")
     joiner_cpus: float = Field(0.25, gt=0, description="CPUs reserved for the joiner actor")
     controller_cpus: float = Field(0.1, gt=0, description="CPUs reserved for the model controller")
     monitor_cpus: float = Field(0.15, gt=0, description="CPUs reserved for the drift monitor")

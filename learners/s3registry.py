@@ -1,0 +1,411 @@
+"""The model registry on S3-compatible object storage (AWS S3, MinIO, Ceph…): the layout of
+:class:`~learners.registry.LocalRegistry` under ``s3://bucket/prefix``.
+
+A version becomes visible when its ``meta.json`` exists, and that is uploaded after its files,
+so a reader sees a whole version or none. Its number is taken with a create-only write
+(``If-None-Match: *``) of a claim object, so writers on several machines never share a number,
+and numbers only grow. Credentials, region and endpoint come from the standard AWS environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``), which boto3 reads itself; ``AWS_REGION`` is
+read here because boto3 does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from learners.registry import COUNTER_FILE, META_FILE, SERVING_FILE, Registry, _sha256
+from streaming.errors import RegistryError
+from streaming.files import write_json_atomic
+
+CLAIM_FILE = ".claim"  # created with If-None-Match: *, so one writer owns the number
+CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
+CONFLICT_RETRIES = 20
+_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden"}
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _redact(text: str) -> str:
+    """Drop ``user:password@`` from URLs in a message."""
+    return re.sub(r"://[^/@\s]+@", "://***@", text)
+
+
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
+class S3Registry(Registry):
+    """Versions under ``s3://bucket/prefix``; ``local_path`` downloads a version into ``cache_dir``
+    (one folder per registry) and verifies it against the checksums in its metadata."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        cache_dir: str | Path | None = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        if not bucket:
+            raise RegistryError("an S3 registry needs a bucket: s3://bucket/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.region = region or os.environ.get("AWS_REGION") or None
+        # retries (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE) and the rest also come from the environment
+        self._client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=self.region)
+        self.endpoint_url = endpoint_url or str(self._client.meta.endpoint_url)
+        if cache_dir is None:
+            where = hashlib.sha256(f"{self.endpoint_url} {self.uri}".encode()).hexdigest()[:16]
+            cache_dir = Path(tempfile.gettempdir()) / "streamcl-registry-cache" / where
+        self.cache_dir = Path(cache_dir).expanduser().resolve()
+        self._lock = threading.Lock()
+        self._metas: dict[str, tuple[str, bytes]] = {}  # meta.json key -> (ETag, body): unchanged ones are not read
+        self._verified: dict[Path, tuple[str, str, int, int, int]] = {}
+        self._downloads: dict[int, threading.Lock] = {}
+
+    # keys and errors --------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts) if self.prefix else parts)
+
+    def _version_key(self, version: int, name: str = "") -> str:
+        return self._key("versions", f"{version:06d}", name)
+
+    @contextmanager
+    def _errors(self, doing: str, version: int | None = None) -> Iterator[None]:
+        """Turn a failed S3 request into a RegistryError that says what failed (never with credentials)."""
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                why = f"bucket {self.bucket!r} does not exist"
+            elif code in _DENIED:
+                why = "access denied (check the credentials and the bucket policy)"
+            elif code in _BAD_CREDENTIALS:
+                why = f"the credentials were refused ({code})"
+            else:
+                why = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+            raise RegistryError(f"{self.uri}: {doing}: {why}", version) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            why = "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            raise RegistryError(f"{self.uri}: {doing}: {why}", version) from None
+        except (BotoCoreError, Boto3Error) as exc:
+            raise RegistryError(f"{self.uri}: {doing}: {_redact(str(exc))}", version) from None
+
+    def _get(self, key: str, doing: str, version: int | None = None) -> tuple[bytes, str] | None:
+        """Body and ETag of an object, or None if it does not exist."""
+        with self._errors(doing, version):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in _MISSING:
+                    return None
+                raise
+            return response["Body"].read(), str(response["ETag"])  # as sent: If-Match wants it quoted
+
+    def _put_json(self, key: str, payload: Any, doing: str, version: int | None = None, **condition: str) -> bool:
+        """Write JSON; with ``IfMatch``/``IfNoneMatch`` it is a compare-and-swap: False when the condition failed."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        with self._errors(doing, version):
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
+                )
+            except ClientError as exc:
+                if condition and _code(exc) in _TAKEN:
+                    return False
+                raise
+        return True
+
+    def _delete(self, keys: list[str], doing: str, version: int | None = None) -> None:
+        """Delete objects, a thousand per request."""
+        with self._errors(doing, version):
+            for start in range(0, len(keys), 1000):
+                chunk = [{"Key": k} for k in keys[start : start + 1000]]
+                result = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+                for failed in result.get("Errors", [])[:1]:
+                    raise RegistryError(f"{self.uri}: {doing}: {failed.get('Key')}: {failed.get('Code')}", version)
+
+    def _list(self, prefix: str, doing: str, delimiter: str = "") -> Iterator[dict[str, Any]]:
+        """Objects (and, with a delimiter, ``{"Prefix": …}`` folders) under ``prefix``, every page."""
+        extra = {"Delimiter": delimiter} if delimiter else {}
+        with self._errors(doing):
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, **extra
+            ):
+                yield from page.get("CommonPrefixes", [])
+                yield from page.get("Contents", [])
+
+    # numbering --------------------------------------------------------------------------------
+    def _claim_version(self) -> int:
+        """Take the next number: above the counter and every claimed version, by a create-only write."""
+        base = self._key("versions") + "/"
+        claimed = [
+            int(name)
+            for item in self._list(base, "listing versions", delimiter="/")
+            if (name := item.get("Prefix", "")[len(base) :].rstrip("/")).isdigit()
+        ]
+        found = self._get(self._key(COUNTER_FILE), "reading the version counter")
+        counter = int(json.loads(found[0]).get("next_version", 1)) if found else 1
+        version = max([counter, *(v + 1 for v in claimed)])
+        with self._errors("claiming a version number", version):
+            while True:
+                try:
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=self._version_key(version, CLAIM_FILE), Body=b"", IfNoneMatch="*"
+                    )
+                    break
+                except ClientError as exc:
+                    if _code(exc) not in _TAKEN:
+                        raise
+                    version += 1  # another writer owns it
+        self._advance_counter(version + 1)
+        return version
+
+    def _advance_counter(self, next_version: int) -> None:
+        """Raise ``registry.json`` to ``next_version``, never lower it (compare-and-swap on its ETag)."""
+        key = self._key(COUNTER_FILE)
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(key, "reading the version counter")
+            if found and int(json.loads(found[0]).get("next_version", 1)) >= next_version:
+                return
+            condition = {"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}
+            if self._put_json(key, {"next_version": next_version}, "writing the version counter", None, **condition):
+                return
+            # another writer moved it: read again
+        # the claims, not the counter, keep numbers unique: a counter left behind only costs retries
+
+    # versions ---------------------------------------------------------------------------------
+    def create(self, write_files: Callable[[Path], None], meta: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="streamcl-version-") as tmp:
+            folder = Path(tmp)
+            write_files(folder)  # a failure here claims no number
+            paths = {
+                p.relative_to(folder).as_posix(): p
+                for p in sorted(folder.rglob("*"))
+                if p.is_file() and p.relative_to(folder).as_posix() != META_FILE
+            }
+            files = {name: _sha256(p) for name, p in paths.items()}
+            version = self._claim_version()
+            full = {
+                "status": "candidate",
+                "created": time.time(),
+                **meta,
+                "version": version,
+                "uri": self.version_uri(version),
+                "files": files,
+            }
+            uploaded: list[str] = []
+            try:
+                for name, path in paths.items():
+                    key = self._version_key(version, name)
+                    with self._errors(f"uploading {name} of version {version}", version):
+                        self._client.upload_file(str(path), self.bucket, key)
+                    uploaded.append(key)
+                # meta.json last: it publishes the version
+                if not self._put_json(
+                    self._version_key(version, META_FILE),
+                    full,
+                    f"publishing version {version}",
+                    version,
+                    IfNoneMatch="*",
+                ):
+                    raise RegistryError(f"version {version} was published by another writer", version)
+            except BaseException:
+                try:
+                    self._delete(uploaded, f"cleaning up version {version}", version)
+                except RegistryError:
+                    pass  # leftovers are unreferenced: without meta.json there is no version
+                raise  # the claim stays: the number is never given out again
+        return full
+
+    def versions(self) -> list[dict[str, Any]]:
+        base = self._key("versions") + "/"
+        metas: dict[int, tuple[str, str]] = {}
+        for item in self._list(base, "listing versions"):
+            folder, _, name = item.get("Key", "")[len(base) :].partition("/")
+            if folder.isdigit() and name == META_FILE:
+                metas[int(folder)] = (item["Key"], _etag(item["ETag"]))
+        out = []
+        for version, (key, etag) in sorted(metas.items()):
+            with self._lock:
+                cached = self._metas.get(key)
+            if cached is None or _etag(cached[0]) != etag:
+                found = self._get(key, f"reading the metadata of version {version}", version)
+                if found is None:
+                    continue  # deleted since the listing
+                cached = (found[1], found[0])
+                with self._lock:
+                    self._metas[key] = cached
+            try:
+                out.append(json.loads(cached[1]))
+            except ValueError:
+                continue  # a corrupt meta.json: the version is not listed
+        return out
+
+    def _read_meta(self, version: int) -> tuple[dict[str, Any], str]:
+        found = self._get(self._version_key(version, META_FILE), f"reading version {version}", version)
+        if found is None:
+            raise RegistryError(f"version {version} does not exist", version)
+        try:
+            return json.loads(found[0]), found[1]
+        except ValueError as exc:
+            raise RegistryError(f"version {version} has corrupt metadata: {exc}", version) from None
+
+    def meta(self, version: int) -> dict[str, Any]:
+        return self._read_meta(version)[0]
+
+    def update(self, version: int, **changes: Any) -> dict[str, Any]:
+        key = self._version_key(version, META_FILE)
+        for _ in range(CONFLICT_RETRIES):
+            meta, etag = self._read_meta(version)
+            meta = {**meta, **changes}
+            if self._put_json(key, meta, f"updating version {version}", version, IfMatch=etag):
+                return meta
+            # changed by another writer since the read: merge again
+        raise RegistryError(f"version {version}: its metadata kept changing during the update", version)
+
+    # local copies -----------------------------------------------------------------------------
+    def local_path(self, version: int) -> Path:
+        meta = self.meta(version)
+        if meta.get("pruned"):
+            raise RegistryError(f"the files of version {version} were pruned", version)
+        with self._lock:
+            lock = self._downloads.setdefault(version, threading.Lock())
+        with lock:
+            base = self._version_key(version)
+            remote = {
+                item["Key"][len(base) :]: _etag(item["ETag"])
+                for item in self._list(base, f"listing the files of version {version}")
+                if "Key" in item
+            }
+            folder = self.cache_dir / "versions" / f"{version:06d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            record = self._read_record(folder)
+            changed = False
+            for name, digest in meta.get("files", {}).items():
+                etag = remote.get(name)
+                if etag is None:
+                    raise RegistryError(f"version {version}: {name} is missing", version)
+                path = folder / name
+                # the object is trusted only at the ETag it was verified at: a rewritten object is
+                # downloaded and checked again, so the cache never hides a change in the bucket
+                if record.get(name) == etag and self._cached_ok(path, digest, etag):
+                    continue
+                record[name] = self._download(version, name, path, digest)
+                changed = True
+            if changed:
+                write_json_atomic(folder / CACHE_FILE, record)
+        return folder
+
+    @staticmethod
+    def _read_record(folder: Path) -> dict[str, str]:
+        try:
+            record = json.loads((folder / CACHE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+
+    def _cached_ok(self, path: Path, digest: str, etag: str) -> bool:
+        """A cached file still matches its checksum (read again only when its size, mtime or inode changed)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        stamp = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
+        if self._verified.get(path) == stamp:
+            return True
+        if _sha256(path) != digest:
+            return False
+        self._verified[path] = stamp
+        return True
+
+    def _download(self, version: int, name: str, path: Path, digest: str) -> str:
+        """Fetch one file beside ``path``, check it, then rename it into place; returns its ETag."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as f, self._errors(f"downloading {name} of version {version}", version):
+                try:
+                    response = self._client.get_object(Bucket=self.bucket, Key=self._version_key(version, name))
+                except ClientError as exc:
+                    if _code(exc) in _MISSING:
+                        raise RegistryError(f"version {version}: {name} is missing", version) from None
+                    raise
+                etag = _etag(response["ETag"])
+                for chunk in response["Body"].iter_chunks(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != digest:
+                raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        st = path.stat()
+        self._verified[path] = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
+        return etag
+
+    # serving pointer and pruning --------------------------------------------------------------
+    def serving_state(self) -> dict[str, Any]:
+        found = self._get(self._key(SERVING_FILE), "reading the serving pointer")
+        try:
+            if found is None:
+                raise KeyError(SERVING_FILE)
+            state = json.loads(found[0])
+            int(state["version"])
+        except (ValueError, KeyError, TypeError):
+            return {"version": None, "pinned": False, "history": [], "floor": 0}
+        return {"pinned": False, "history": [], "floor": 0, **state}
+
+    def _write_serving_state(self, state: dict[str, Any]) -> None:
+        self._put_json(self._key(SERVING_FILE), state, "writing the serving pointer")
+
+    def prune(self, keep_last: int, keep: set[int]) -> list[int]:
+        live = [m for m in self.versions() if not m.get("pruned")]
+        pruned = []
+        for meta in live[: max(0, len(live) - keep_last)]:
+            version = meta["version"]
+            if version in keep:
+                continue
+            # metadata first: a reader then sees "pruned", and a crash leaves unreferenced objects only
+            self.update(version, pruned=True, files={})
+            base = self._version_key(version)
+            keys = [
+                item["Key"]
+                for item in self._list(base, f"listing the files of version {version}")
+                if "Key" in item and item["Key"][len(base) :] not in (META_FILE, CLAIM_FILE)
+            ]
+            self._delete(keys, f"deleting the files of version {version}", version)
+            folder = self.cache_dir / "versions" / f"{version:06d}"
+            shutil.rmtree(folder, ignore_errors=True)
+            with self._lock:
+                self._verified = {p: s for p, s in self._verified.items() if folder not in p.parents}
+            pruned.append(version)
+        return pruned
+
+
+__all__ = ["S3Registry"]
