@@ -250,8 +250,9 @@ def test_swaps_under_load_fail_nothing_and_reach_every_replica(platform, api):
             lambda: api.unpin(),
             lambda: api.rollback(),
         ):
+            sent = time.monotonic()
             out = action()
-            calls.append((time.monotonic(), out["serving"]))
+            calls.append((sent, time.monotonic(), out["serving"]))
             time.sleep(4)
     finally:
         stop.set()
