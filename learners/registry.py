@@ -104,6 +104,18 @@ class Registry(ABC):
                 return meta
         return None
 
+    def _full_meta(self, version: int, meta: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+        """A new version's stored metadata: ``meta`` with its number, URI, file checksums and
+        status ``candidate`` unless ``meta`` says otherwise."""
+        return {
+            "status": "candidate",
+            "created": time.time(),
+            **meta,
+            "version": version,
+            "uri": self.version_uri(version),
+            "files": files,
+        }
+
     def version_uri(self, version: int) -> str:
         return f"{self.uri.rstrip('/')}/versions/{version:06d}"
 
@@ -144,14 +156,7 @@ class LocalRegistry(Registry):
                 write_files(tmp)
                 version = self._next_version()
                 files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-                full = {
-                    "status": "candidate",
-                    "created": time.time(),
-                    **meta,
-                    "version": version,
-                    "uri": self.version_uri(version),
-                    "files": files,
-                }
+                full = self._full_meta(version, meta, files)
                 write_json_atomic(tmp / META_FILE, full)
                 for p in tmp.iterdir():  # make the files durable before the rename publishes them
                     with p.open("rb") as f:

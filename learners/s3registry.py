@@ -19,7 +19,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -209,14 +208,7 @@ class S3Registry(Registry):
             }
             files = {name: _sha256(p) for name, p in paths.items()}
             version = self._claim_version()
-            full = {
-                "status": "candidate",
-                "created": time.time(),
-                **meta,
-                "version": version,
-                "uri": self.version_uri(version),
-                "files": files,
-            }
+            full = self._full_meta(version, meta, files)
             uploaded: list[str] = []
             try:
                 for name, path in paths.items():
