@@ -91,6 +91,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  API      {platform.urls['api']}  (POST /v1/predict, /v1/feedback; GET /v1/model)", flush=True)
         print(f"  metrics  {platform.urls['metrics']}", flush=True)
         print(f"  kafka    {platform.urls['kafka']}  (topics {platform.stream.topic_prefix}.*)", flush=True)
+        for spec in platform.models[1:]:
+            print(
+                f"  model {spec.name!r}  {platform.urls['api']}/v1/models/{spec.name}/predict  "
+                f"(topics {spec.stream.topic_prefix}.*)",
+                flush=True,
+            )
         if "prometheus" in platform.urls:
             print(
                 f"  prometheus {platform.urls['prometheus']}  (scraping the metrics URL, alert rules loaded)",
@@ -175,7 +181,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     """Start (or find) the platform's actors on a Ray cluster, then watch them until stopped."""
     import ray
 
-    from services.platform import SERVICES, Platform
+    from services.platform import Platform
 
     platform = Platform.from_env()
     if not platform.platform.ray_address:
@@ -189,7 +195,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
     failures = 0
     while not stop.wait(args.check_s):
         try:
-            status = ray.get([platform.actors[n].status.remote() for n in SERVICES if n in platform.actors], timeout=60)
+            actors = [a for name, a in platform.actors.items() if name != "metrics"]
+            status = ray.get([a.status.remote() for a in actors], timeout=60)
             failures = 0
             print("streamcl: " + "; ".join(f"{s.get('errors', 0)} errors" for s in status), flush=True)
         except Exception as exc:  # an actor restarting (Ray restarts it) or the cluster gone
@@ -211,7 +218,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     serve = ServeSettings()
     url = args.url or os.environ.get("STREAMCL_API_URL") or f"http://{serve.host}:{serve.port}"
     token = serve.admin_token.get_secret_value() if serve.admin_token else None
-    api = Client(url, serve.api_token.get_secret_value() if serve.api_token else None, token)
+    api = Client(url, serve.api_token.get_secret_value() if serve.api_token else None, token, model=args.model)
     try:
         if args.action == "list":
             out: Any = api.versions()
@@ -277,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     md.add_argument("version", nargs="?", type=int, help="version (promote: required; rollback/pin: optional)")
     md.add_argument("--url", help="API URL (default http://STREAMCL_HOST:STREAMCL_PORT or STREAMCL_API_URL)")
     md.add_argument("--json", action="store_true", help="list: print JSON")
+    md.add_argument("--model", metavar="NAME", help="a named model (STREAMCL_MODELS); default: the default model")
     md.set_defaults(func=cmd_model)
     return p
 

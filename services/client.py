@@ -7,6 +7,7 @@ that publish texts and feedback straight to the topics.
     out = api.predict(["the flight was late again"])
     api.feedback(out["predictions"][0]["id"], "negative")
     api.rollback()                          # admin: back to the previous serving version
+    news = Client("http://127.0.0.1:8000", model="news")   # a named model: /v1/models/news/...
 
 Errors come back as :class:`ApiCallError` with the HTTP status and the API's error code.
 Only the standard library is used on the HTTP side.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -41,11 +43,15 @@ class Client:
         api_token: str | None = None,
         admin_token: str | None = None,
         timeout_s: float = 30.0,
+        model: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.api_token = api_token
         self.admin_token = admin_token
         self.timeout_s = timeout_s
+        self.model_name = model
+        # the default model's calls are /v1/..., a named model's /v1/models/{name}/...
+        self._prefix = "/v1" if model is None else f"/v1/models/{urllib.parse.quote(model, safe='')}"
 
     # calls ------------------------------------------------------------------------------------
     def predict(
@@ -57,7 +63,7 @@ class Client:
             body["ids"] = list(ids)
         if domains is not None:
             body["domains"] = list(domains)
-        return self._call("POST", "/v1/predict", body)
+        return self._call("POST", self._prefix + "/predict", body)
 
     def feedback(self, id: str | Iterable[tuple[str, str]], label: str | None = None) -> dict[str, Any]:
         """One ``(id, label)`` or many: ``feedback([(id, label), …])``."""
@@ -65,25 +71,31 @@ class Client:
             body: Any = {"id": id, "label": label}
         else:
             body = [{"id": i, "label": y} for i, y in id]
-        return self._call("POST", "/v1/feedback", body)
+        return self._call("POST", self._prefix + "/feedback", body)
 
     def model(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/model")
+        return self._call("GET", self._prefix + "/model")
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model of the deployment: name, path, labels, the version this replica serves."""
+        return list(self._call("GET", "/v1/models")["models"])
 
     def versions(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/model/versions")["versions"])
+        return list(self._call("GET", self._prefix + "/model/versions")["versions"])
 
     def promote(self, version: int) -> dict[str, Any]:
-        return self._call("POST", "/v1/model/promote", {"version": version}, admin=True)
+        return self._call("POST", self._prefix + "/model/promote", {"version": version}, admin=True)
 
     def rollback(self, version: int | None = None) -> dict[str, Any]:
-        return self._call("POST", "/v1/model/rollback", {} if version is None else {"version": version}, admin=True)
+        body = {} if version is None else {"version": version}
+        return self._call("POST", self._prefix + "/model/rollback", body, admin=True)
 
     def pin(self, version: int | None = None) -> dict[str, Any]:
-        return self._call("POST", "/v1/model/pin", {} if version is None else {"version": version}, admin=True)
+        body = {} if version is None else {"version": version}
+        return self._call("POST", self._prefix + "/model/pin", body, admin=True)
 
     def unpin(self) -> dict[str, Any]:
-        return self._call("POST", "/v1/model/unpin", None, admin=True)
+        return self._call("POST", self._prefix + "/model/unpin", None, admin=True)
 
     # transport --------------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: Any = None, admin: bool = False) -> Any:
@@ -112,7 +124,8 @@ class Client:
 
 class KafkaClient:
     """Publishes TextEvents and FeedbackEvents straight to the topics (for applications that
-    already speak Kafka); the joiner pairs them by id as it does for the HTTP API's."""
+    already speak Kafka); the joiner pairs them by id as it does for the HTTP API's. For a
+    named model, pass settings with its topic prefix (``<prefix>.<name>`` by default)."""
 
     def __init__(self, settings: StreamSettings | None = None, client_id: str = "streamcl-app") -> None:
         from streaming.kafka import Producer

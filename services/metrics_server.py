@@ -18,9 +18,10 @@ STALE_S = 30.0
 class MetricsAggregator:
     """Latest exposition per source; merged on scrape. Run as a named Ray actor."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9108) -> None:
-        self._defaults = Metrics(CollectorRegistry()).exposition()  # every family exists at 0
-        self._latest: dict[str, tuple[float, str]] = {}
+    def __init__(self, host: str = "127.0.0.1", port: int = 9108, models: list[str] | None = None) -> None:
+        self._defaults = Metrics(CollectorRegistry()).exposition()  # every family exists at 0, per model
+        self._models = list(models or ["default"])
+        self._latest: dict[str, tuple[float, str, dict[str, str]]] = {}
         self._lock = threading.Lock()
         aggregator = self
 
@@ -44,21 +45,28 @@ class MetricsAggregator:
         threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
         self.url = f"http://{host}:{self._server.server_address[1]}/metrics"
 
-    def push(self, source: str, exposition: str) -> None:
+    def push(self, source: str, exposition: str, labels: dict[str, str] | None = None) -> None:
+        """The latest exposition of ``source``; ``labels`` (its model) go on all its series."""
         with self._lock:
-            self._latest[source] = (time.time(), exposition)
+            self._latest[source] = (time.time(), exposition, dict(labels or {}))
+            model = (labels or {}).get("model")
+            if model and model not in self._models:
+                self._models.append(model)
 
     def render(self) -> str:
         with self._lock:
-            latest = sorted(self._latest.values())
+            latest = sorted(self._latest.values(), key=lambda x: x[0])
+            models = list(self._models)
         now = time.time()
-        fresh = [text for ts, text in latest if now - ts <= STALE_S]
-        stale = [text for ts, text in latest if now - ts > STALE_S]
-        return merge_expositions(fresh, counters_only=stale, defaults=self._defaults)
+        fresh = [(text, labels) for ts, text, labels in latest if now - ts <= STALE_S]
+        stale = [(text, labels) for ts, text, labels in latest if now - ts > STALE_S]
+        return merge_expositions(
+            fresh, counters_only=stale, defaults=self._defaults, default_labels=[{"model": m} for m in models]
+        )
 
     def sources(self) -> dict[str, float]:
         with self._lock:
-            return {k: ts for k, (ts, _) in self._latest.items()}
+            return {k: ts for k, (ts, _, _) in self._latest.items()}
 
     def address(self) -> str:
         return self.url

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from learners.settings import LearnerSettings
-from services.controller import CONTROLLER_ACTOR
+from services.models import ModelSpec, model_specs
 from services.settings import MonitorSettings, PlatformSettings, ServeSettings
 from streaming.broker import EmbeddedBroker
 from streaming.errors import ConfigError
@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 APP_NAME = "streamcl"
 
 
-def _joiner(stream: StreamSettings) -> Any:
+def _joiner(stream: StreamSettings, shard: tuple[int, int]) -> Any:
     def make(metrics: Any) -> Any:
         from streaming.joiner import JoinerService
 
-        return JoinerService(stream, metrics)
+        return JoinerService(stream, metrics, shard=shard)
 
     return make
 
@@ -76,9 +76,6 @@ def _monitor(stream: StreamSettings, settings: MonitorSettings, learner: Learner
     return make
 
 
-SERVICES = ("joiner", "learner", "controller", "monitor")
-
-
 @dataclass
 class Platform:
     """Start with :meth:`start`, stop with :meth:`stop` (idempotent)."""
@@ -93,6 +90,7 @@ class Platform:
     broker: EmbeddedBroker | None = None
     prometheus: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
+    models: list[ModelSpec] = field(default_factory=list)
     serve_enabled: bool = True
     detached: bool = False
     urls: dict[str, str] = field(default_factory=dict)
@@ -110,14 +108,21 @@ class Platform:
             ephemeral = True
         else:
             stream = stream.model_copy(update={"state_dir": stream.state_dir.resolve()})
+        learner = LearnerSettings(**overrides.pop("learner", {}))
+        platform = PlatformSettings(**overrides.pop("platform", {}))
         return cls(
             stream,
-            LearnerSettings(**overrides.pop("learner", {})),
+            learner,
             ServeSettings(**overrides.pop("serve", {})),
-            PlatformSettings(**overrides.pop("platform", {})),
+            platform,
             MonitorSettings(**overrides.pop("monitor", {})),
             ephemeral_state=ephemeral,
+            models=model_specs(stream, learner, platform.models),
         )
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            self.models = model_specs(self.stream, self.learner, self.platform.models)
 
     def start(self) -> Platform:
         try:
@@ -153,7 +158,8 @@ class Platform:
             self.urls["kafka"] = self.broker.bootstrap
         else:
             self.urls["kafka"] = s.kafka_bootstrap
-        ensure_topics(s, s.topics.all())
+        for spec in self.models:
+            ensure_topics(spec.stream, spec.stream.topics.all())
 
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
@@ -175,35 +181,36 @@ class Platform:
                 **placement,
                 **({"resources": {"node:__internal_head__": 0.001}} if self.detached else {}),
             )
-            .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port)
+            .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port, [m.name for m in self.models])
         )
         self.actors["metrics"] = aggregator
         self.urls["metrics"] = str(ray.get(aggregator.address.remote()))  # type: ignore[attr-defined]
 
-        bootstrap_registry(registry_for(s, self.learner), self.learner)
-
         host = ray.remote(ServiceHost)
         common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0, **placement}
-        self.actors["controller"] = host.options(name=CONTROLLER_ACTOR, num_cpus=p.controller_cpus, **common).remote(
-            _controller(s, self.learner, self.serve_settings), "controller", ("controller",)
-        )
-        self.actors["joiner"] = host.options(name="streamcl-joiner", num_cpus=p.joiner_cpus, **common).remote(
-            _joiner(s), "joiner", ("joiner",)
-        )
-        self.actors["learner"] = host.options(
-            name="streamcl-learner", num_cpus=p.learner_cpus, num_gpus=p.learner_gpus, **common
-        ).remote(_learner(s, self.learner), "learner", ("learner",))
-        if self.monitor.drift_enabled:
-            self.actors["monitor"] = host.options(name="streamcl-monitor", num_cpus=p.monitor_cpus, **common).remote(
-                _monitor(s, self.monitor, self.learner), "monitor", ("monitor",)
+
+        def start(spec: ModelSpec, role: str, factory: Any, cpus: float, **options: Any) -> None:
+            source = spec.source(role)
+            self.actors[source] = host.options(name=spec.actor(role), num_cpus=cpus, **common, **options).remote(
+                factory, source, (role.split("-")[0],), spec.metric_labels
             )
-        ray.get([self.actors[n].status.remote() for n in SERVICES if n in self.actors])
+
+        for spec in self.models:
+            ms, ml = spec.stream, spec.learner
+            bootstrap_registry(registry_for(ms, ml), ml)
+            start(spec, "controller", _controller(ms, ml, self.serve_settings), p.controller_cpus)
+            for i in range(p.joiners):
+                start(spec, "joiner" if i == 0 else f"joiner-{i}", _joiner(ms, (i, p.joiners)), p.joiner_cpus)
+            start(spec, "learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus)
+            if self.monitor.drift_enabled:
+                start(spec, "monitor", _monitor(ms, self.monitor, ml), p.monitor_cpus)
+        ray.get([a.status.remote() for name, a in self.actors.items() if name != "metrics"])
         if not self.serve_enabled:
             return
 
         st = self.serve_settings
         serve.start(http_options={"host": st.host, "port": st.port})
-        serve.run(build_app(s, self.learner, st), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(self.models, st), name=APP_NAME, route_prefix="/")
         self.urls["api"] = f"http://{st.host}:{st.port}"
         if self.with_prometheus:
             from services.prometheus import LocalPrometheus
@@ -220,14 +227,15 @@ class Platform:
     def cpu_reservations(self) -> dict[str, float]:
         """Ray CPUs each part reserves (they must fit in the local Ray's CPUs)."""
         p, st = self.platform, self.serve_settings
+        n = len(self.models) or 1
         out = {
-            "learner": p.learner_cpus,
-            "joiner": p.joiner_cpus,
-            "controller": p.controller_cpus,
+            "learners": n * p.learner_cpus,
+            "joiners": n * p.joiners * p.joiner_cpus,
+            "controllers": n * p.controller_cpus,
             "serve replicas": st.replicas * st.replica_cpus,
         }
         if self.monitor.drift_enabled:
-            out["monitor"] = p.monitor_cpus
+            out["monitors"] = n * p.monitor_cpus
         return out
 
     def check_cpus(self) -> None:
@@ -241,16 +249,17 @@ class Platform:
             )
 
     def status(self) -> dict[str, Any]:
+        """Each service actor's status, by source name (``learner``, ``learner-news``, ...)."""
         import ray
 
         out = {}
-        for name in SERVICES:
-            actor = self.actors.get(name)
-            if actor is not None:
-                try:
-                    out[name] = ray.get(actor.status.remote(), timeout=10)
-                except Exception as exc:
-                    out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        for name, actor in self.actors.items():
+            if name == "metrics":
+                continue
+            try:
+                out[name] = ray.get(actor.status.remote(), timeout=10)
+            except Exception as exc:
+                out[name] = {"error": f"{type(exc).__name__}: {exc}"}
         return out
 
     def stop(self) -> None:
@@ -267,14 +276,15 @@ class Platform:
                     serve.shutdown()
                 except Exception:
                     log.exception("serve shutdown")
-            for name in SERVICES:
-                actor = self.actors.pop(name, None)
-                if actor is not None:
-                    try:
-                        ray.get(actor.stop.remote(), timeout=30)
-                    except Exception:
-                        log.warning("%s did not stop cleanly", name)
-                    ray.kill(actor, no_restart=True)
+            services = {name: a for name, a in self.actors.items() if name != "metrics"}
+            stops = {name: a.stop.remote() for name, a in services.items()}  # in parallel
+            for name, ref in stops.items():
+                try:
+                    ray.get(ref, timeout=30)
+                except Exception:
+                    log.warning("%s did not stop cleanly", name)
+            for actor in services.values():
+                ray.kill(actor, no_restart=True)
             self.actors.clear()
             ray.shutdown()
         if self.broker is not None:

@@ -29,7 +29,7 @@ from learners.model import Prediction, TextClassifier, set_threads
 from learners.registry import Registry
 from learners.service import registry_for
 from learners.settings import LearnerSettings
-from services.controller import CONTROLLER_ACTOR
+from services.models import ModelSpec, model_specs
 from services.settings import ServeSettings
 from streaming.errors import InvalidEvent, RegistryError
 from streaming.events import FeedbackEvent, PredictionEvent, TextEvent, validate
@@ -166,15 +166,17 @@ class Batcher:
     batch takes the serving model once, so a response never mixes two versions.
     """
 
-    def __init__(self, current: Callable[[], Loaded | None], max_texts: int) -> None:
+    def __init__(
+        self, current: Callable[[], Loaded | None], max_texts: int, executor: ThreadPoolExecutor | None = None
+    ) -> None:
         self.current = current
         self.max_texts = max_texts
         self.batches = 0
         self._pending: list[Pending] = []
         self._worker: asyncio.Task[None] | None = None
-        # one inference thread: torch's OpenMP pool is per calling thread, and several pools
-        # on few cores spin against each other
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        # one inference thread (shared by a replica's models): torch's OpenMP pool is per
+        # calling thread, and several pools on few cores spin against each other
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
 
     async def predict(self, texts: list[str]) -> tuple[int, list[Prediction]]:
         future: asyncio.Future[tuple[int, list[Prediction]]] = asyncio.get_running_loop().create_future()
@@ -317,54 +319,100 @@ def _public(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in meta.items() if k not in ("files", "offsets")} | {"offsets": meta.get("offsets", {})}
 
 
-@serve.deployment
-@serve.ingress(app)
-class Api:
-    """One replica of the endpoint."""
+class Served:
+    """One model in a replica: its registry, the version it serves, its batcher and metrics."""
 
-    def __init__(self, stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> None:
-        logging.basicConfig(level=logging.INFO)
-        logging.getLogger("kafka").setLevel(logging.WARNING)
-        set_threads(settings.replica_torch_threads)
-        self.stream = stream
-        self.settings = settings
-        self.model_name = learner.model_name
-        self.registry = registry_for(stream, learner)
+    def __init__(
+        self, spec: ModelSpec, settings: ServeSettings, replica: str, executor: ThreadPoolExecutor, events: EventLog
+    ) -> None:
+        self.name = spec.name
+        self.default = spec.default
+        self.stream = spec.stream
+        self.controller_actor = spec.actor("controller")
+        self.registry = registry_for(spec.stream, spec.learner)
         self.metrics = Metrics(CollectorRegistry(), parts=("serve",))
-        try:
-            replica = serve.get_replica_context().replica_tag
-        except Exception:
-            replica = uuid.uuid4().hex[:8]
-        self.metrics.started.labels(f"serve-{replica}").set(time.time())
-        self._pusher = MetricsPusher(self.metrics, f"serve-{replica}")
+        source = spec.source(f"serve-{replica}")
+        self.metrics.started.labels(source).set(time.time())
+        self.pusher = MetricsPusher(self.metrics, source, labels=spec.metric_labels)
         self.follower = ModelFollower(
             self.registry, settings.model_poll_s, self._swapped, keep=settings.replica_warm_versions + 1
         )
-        self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts)
-        self.events = EventLog(stream)
-        self._controller_handle: Any = None
+        self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts, executor)
+        self.events = events
+        self.controller_handle: Any = None
 
     def _swapped(self, version: int) -> None:
         self.metrics.replicas_ready.set(1)
         self.metrics.replica_version.set(version)
 
+    def summary(self) -> dict[str, Any]:
+        loaded = self.follower.current
+        return {
+            "name": self.name,
+            "default": self.default,  # the default model also answers on /v1/...
+            "path": f"/v1/models/{self.name}",
+            "topic_prefix": self.stream.topic_prefix,
+            "replica_version": loaded.version if loaded else None,
+            "labels": loaded.model.labels if loaded else [],
+        }
+
+
+@serve.deployment
+@serve.ingress(app)
+class Api:
+    """One replica of the endpoint: the default model on ``/v1/…``, every model (the default
+    one too) on ``/v1/models/{name}/…``."""
+
+    def __init__(self, models: list[ModelSpec], settings: ServeSettings) -> None:
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+        set_threads(settings.replica_torch_threads)
+        self.settings = settings
+        try:
+            replica = serve.get_replica_context().replica_tag
+        except Exception:
+            replica = uuid.uuid4().hex[:8]
+        executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        events = EventLog(models[0].stream)
+        self.models = {m.name: Served(m, settings, replica, executor, events) for m in models}
+        self.default = self.models[models[0].name]
+
+    def _served(self, name: str) -> Served:
+        served = self.models.get(name)
+        if served is None:
+            raise ApiError(404, "unknown_model", f"no model {name!r}; models: {', '.join(self.models)}")
+        return served
+
+    # models -----------------------------------------------------------------------------------
+    @app.get("/v1/models")
+    async def list_models(self, request: Request) -> JSONResponse:
+        _check_token(request, self.settings.api_token, missing_ok=True)
+        return JSONResponse({"models": [m.summary() for m in self.models.values()]})
+
     # predict ----------------------------------------------------------------------------------
     @app.post("/v1/predict", openapi_extra=_body(PREDICT_BODY, required=True))
     async def predict(self, request: Request) -> JSONResponse:
+        return await self._counted_predict(self.default, request)
+
+    @app.post("/v1/models/{name}/predict", openapi_extra=_body(PREDICT_BODY, required=True))
+    async def model_predict(self, name: str, request: Request) -> JSONResponse:
+        return await self._counted_predict(self._served(name), request)
+
+    async def _counted_predict(self, m: Served, request: Request) -> JSONResponse:
         started = time.perf_counter()
         code = 500
         try:
-            response = await self._predict(request)
+            response = await self._predict(m, request)
             code = response.status_code
             return response
         except ApiError as exc:
             code = exc.status
             raise
         finally:
-            self.metrics.requests.labels(str(code)).inc()
-            self.metrics.latency.observe(time.perf_counter() - started)
+            m.metrics.requests.labels(str(code)).inc()
+            m.metrics.latency.observe(time.perf_counter() - started)
 
-    async def _predict(self, request: Request) -> JSONResponse:
+    async def _predict(self, m: Served, request: Request) -> JSONResponse:
         _check_token(request, self.settings.api_token, missing_ok=True)
         body = await _json_body(request, self.settings.max_request_bytes)
         if not isinstance(body, dict):
@@ -377,7 +425,7 @@ class Api:
         limit = self.settings.max_texts_per_request
         if len(texts) > limit:
             raise ApiError(413, "too_many_texts", f"{len(texts)} texts, limit {limit}")
-        max_chars = self.stream.max_text_chars
+        max_chars = m.stream.max_text_chars
         for i, t in enumerate(texts):
             if len(t) > max_chars:
                 raise ApiError(413, "text_too_long", f"text {i} has {len(t)} characters, limit {max_chars}")
@@ -387,18 +435,19 @@ class Api:
         if any(not i or len(i) > 256 for i in ids):
             raise ApiError(422, "invalid_request", "ids must be 1 to 256 characters")
         domains = _string_list(body, "domains", len(texts), allow_null=True) or [None] * len(texts)
-        version, preds = await self.batcher.predict(texts)
-        self.metrics.predicted.inc(len(texts))
+        version, preds = await m.batcher.predict(texts)
+        m.metrics.predicted.inc(len(texts))
         if self.settings.log_predictions:
-            topics = self.stream.topics
+            topics = m.stream.topics
             for id_, text, domain, p in zip(ids, texts, domains, preds):
-                self.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain))
-                self.events.put(
+                m.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain))
+                m.events.put(
                     topics.predictions,
                     PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=version),
                 )
         return JSONResponse(
             {
+                "model": m.name,
                 "model_version": version,
                 "predictions": [{"id": i, "label": p.label, "scores": p.scores} for i, p in zip(ids, preds)],
             }
@@ -407,6 +456,13 @@ class Api:
     # feedback ---------------------------------------------------------------------------------
     @app.post("/v1/feedback", status_code=202, openapi_extra=_body(FEEDBACK_BODY, required=True))
     async def feedback(self, request: Request) -> JSONResponse:
+        return await self._feedback(self.default, request)
+
+    @app.post("/v1/models/{name}/feedback", status_code=202, openapi_extra=_body(FEEDBACK_BODY, required=True))
+    async def model_feedback(self, name: str, request: Request) -> JSONResponse:
+        return await self._feedback(self._served(name), request)
+
+    async def _feedback(self, m: Served, request: Request) -> JSONResponse:
         _check_token(request, self.settings.api_token, missing_ok=True)
         body = await _json_body(request, self.settings.max_request_bytes)
         items = body if isinstance(body, list) else [body]
@@ -419,26 +475,37 @@ class Api:
             if isinstance(item, dict):
                 item = {k: item[k] for k in ("id", "label", "ts") if k in item}
             try:
-                events.append(validate(FeedbackEvent, item, self.stream.max_text_chars))
+                events.append(validate(FeedbackEvent, item, m.stream.max_text_chars))
             except InvalidEvent as exc:
                 raise ApiError(422, exc.reason, f"item {i}: {exc.detail}") from None
         for ev in events:
-            self.events.put(self.stream.topics.feedback, ev)
-        self.metrics.feedback.inc(len(events))
+            m.events.put(m.stream.topics.feedback, ev)
+        m.metrics.feedback.inc(len(events))
         return JSONResponse({"accepted": len(events)}, status_code=202)
 
     # model info -------------------------------------------------------------------------------
     @app.get("/v1/model")
     async def model(self, request: Request) -> JSONResponse:
+        return await self._model(self.default, request)
+
+    @app.get("/v1/models/{name}")
+    async def named_model(self, name: str, request: Request) -> JSONResponse:
+        return await self._model(self._served(name), request)
+
+    @app.get("/v1/models/{name}/model")
+    async def model_model(self, name: str, request: Request) -> JSONResponse:
+        return await self._model(self._served(name), request)
+
+    async def _model(self, m: Served, request: Request) -> JSONResponse:
         _check_token(request, self.settings.api_token, missing_ok=True)
-        versions = await asyncio.to_thread(self.registry.versions)
-        serving_v = self.registry.serving()
-        serving = next((m for m in versions if m["version"] == serving_v), None)
-        newer = [m for m in versions if m.get("status") == "candidate" and m["version"] > (serving_v or 0)]
-        loaded = self.follower.current
+        versions = await asyncio.to_thread(m.registry.versions)
+        serving_v = m.registry.serving()
+        serving = next((v for v in versions if v["version"] == serving_v), None)
+        newer = [v for v in versions if v.get("status") == "candidate" and v["version"] > (serving_v or 0)]
+        loaded = m.follower.current
         return JSONResponse(
             {
-                "model": self.model_name,
+                "model": m.name,
                 "serving": _public(serving),
                 "candidate": _public(newer[-1]) if newer else None,
                 "replica_version": loaded.version if loaded else None,
@@ -448,34 +515,60 @@ class Api:
 
     @app.get("/v1/model/versions")
     async def versions(self, request: Request) -> JSONResponse:
+        return await self._versions(self.default, request)
+
+    @app.get("/v1/models/{name}/model/versions")
+    async def model_versions(self, name: str, request: Request) -> JSONResponse:
+        return await self._versions(self._served(name), request)
+
+    async def _versions(self, m: Served, request: Request) -> JSONResponse:
         _check_token(request, self.settings.api_token, missing_ok=True)
-        versions = await asyncio.to_thread(self.registry.versions)
-        serving = self.registry.serving()
+        versions = await asyncio.to_thread(m.registry.versions)
+        serving = m.registry.serving()
         return JSONResponse(
             {
+                "model": m.name,
                 "serving": serving,
-                "versions": [{**m, "serving": m["version"] == serving} for m in map(_public, versions) if m],
+                "versions": [{**v, "serving": v["version"] == serving} for v in map(_public, versions) if v],
             }
         )
 
     # admin ------------------------------------------------------------------------------------
     @app.post("/v1/model/promote", openapi_extra=_body(VERSION_BODY, required=True))
     async def promote(self, request: Request) -> JSONResponse:
-        return await self._admin(request, "promote", required=True)
+        return await self._admin(self.default, request, "promote", required=True)
+
+    @app.post("/v1/models/{name}/model/promote", openapi_extra=_body(VERSION_BODY, required=True))
+    async def model_promote(self, name: str, request: Request) -> JSONResponse:
+        return await self._admin(self._served(name), request, "promote", required=True)
 
     @app.post("/v1/model/rollback", openapi_extra=_body(VERSION_BODY))
     async def rollback(self, request: Request) -> JSONResponse:
-        return await self._admin(request, "rollback")
+        return await self._admin(self.default, request, "rollback")
+
+    @app.post("/v1/models/{name}/model/rollback", openapi_extra=_body(VERSION_BODY))
+    async def model_rollback(self, name: str, request: Request) -> JSONResponse:
+        return await self._admin(self._served(name), request, "rollback")
 
     @app.post("/v1/model/pin", openapi_extra=_body(VERSION_BODY))
     async def pin(self, request: Request) -> JSONResponse:
-        return await self._admin(request, "pin")
+        return await self._admin(self.default, request, "pin")
+
+    @app.post("/v1/models/{name}/model/pin", openapi_extra=_body(VERSION_BODY))
+    async def model_pin(self, name: str, request: Request) -> JSONResponse:
+        return await self._admin(self._served(name), request, "pin")
 
     @app.post("/v1/model/unpin")
     async def unpin(self, request: Request) -> JSONResponse:
-        return await self._admin(request, "unpin", body=False)
+        return await self._admin(self.default, request, "unpin", body=False)
 
-    async def _admin(self, request: Request, action: str, required: bool = False, body: bool = True) -> JSONResponse:
+    @app.post("/v1/models/{name}/model/unpin")
+    async def model_unpin(self, name: str, request: Request) -> JSONResponse:
+        return await self._admin(self._served(name), request, "unpin", body=False)
+
+    async def _admin(
+        self, m: Served, request: Request, action: str, required: bool = False, body: bool = True
+    ) -> JSONResponse:
         _check_token(request, self.settings.admin_token, missing_ok=False)
         version = None
         raw = await request.body()
@@ -489,25 +582,25 @@ class Api:
         if required and version is None:
             raise ApiError(422, "invalid_request", "'version' is required")
         try:
-            controller = self._controller()
+            controller = self._controller(m)
             result = await asyncio.wait_for(
                 controller.call.remote("admin", action, version, "an operator (HTTP)"), timeout=30
             )
         except (TimeoutError, ValueError, RayError) as exc:
-            self._controller_handle = None
+            m.controller_handle = None
             detail = f"the model controller did not answer: {type(exc).__name__}"
             raise ApiError(503, "controller_unavailable", detail) from None
         if "error" in result:
             raise ApiError(int(result["status"]), result["error"], result["detail"])
-        await asyncio.to_thread(self.follower.sync)  # this replica swaps now; the others within a poll
+        await asyncio.to_thread(m.follower.sync)  # this replica swaps now; the others within a poll
         return JSONResponse(result)
 
-    def _controller(self) -> Any:
-        if self._controller_handle is None:
+    def _controller(self, m: Served) -> Any:
+        if m.controller_handle is None:
             import ray
 
-            self._controller_handle = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
-        return self._controller_handle
+            m.controller_handle = ray.get_actor(m.controller_actor, namespace=NAMESPACE)
+        return m.controller_handle
 
     # health -----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -516,15 +609,20 @@ class Api:
 
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        loaded = self.follower.current
-        if loaded is None:
-            return JSONResponse({"error": "not_ready", "detail": "no model loaded"}, status_code=503)
-        return JSONResponse({"status": "ready", "model_version": loaded.version})
+        """Ready when every model has a version loaded."""
+        loaded = {name: m.follower.current for name, m in self.models.items()}
+        missing = [name for name, current in loaded.items() if current is None]
+        if missing:
+            return JSONResponse(
+                {"error": "not_ready", "detail": f"no model loaded yet for {', '.join(missing)}"}, status_code=503
+            )
+        versions = {name: current.version for name, current in loaded.items() if current is not None}
+        return JSONResponse({"status": "ready", "model_version": versions[self.default.name], "models": versions})
 
 
-def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeSettings) -> Any:
-    """The Serve application, with replicas (or autoscaling) and CPU reservation from the
-    settings."""
+def build_app(models: list[ModelSpec], settings: ServeSettings) -> Any:
+    """The Serve application for ``models`` (the default one first), with replicas (or
+    autoscaling) and CPU reservation from the settings."""
     scaling: dict[str, Any] = {"num_replicas": settings.replicas}
     if settings.max_replicas is not None and settings.max_replicas > settings.replicas:
         scaling = {
@@ -548,10 +646,12 @@ def build_app(stream: StreamSettings, learner: LearnerSettings, settings: ServeS
         },
         health_check_period_s=2,
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
-    ).bind(stream, learner, settings)
+    ).bind(models, settings)
 
 
 def from_env(args: dict[str, str] | None = None) -> Any:
     """Application builder for Serve config files and KubeRay's ``serveConfigV2``
     (``import_path: services.serve_app:from_env``): every setting from ``STREAMCL_*``."""
-    return build_app(StreamSettings(), LearnerSettings(), ServeSettings())
+    from services.settings import PlatformSettings
+
+    return build_app(model_specs(StreamSettings(), LearnerSettings(), PlatformSettings().models), ServeSettings())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -89,5 +89,12 @@ class PlatformSettings(BaseStreamclSettings):
     joiner_cpus: float = Field(0.25, gt=0, description="CPUs reserved for the joiner actor")
     controller_cpus: float = Field(0.1, gt=0, description="CPUs reserved for the model controller")
     monitor_cpus: float = Field(0.15, gt=0, description="CPUs reserved for the drift monitor")
+    joiners: int = Field(
+        1, ge=1, le=256, description="joiners per model, each reading its share of the partitions (at most as many)"
+    )
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='named models besides the default, JSON: {"name": {"labels": "a,b", "strategy": "naive", ...}}',
+    )
     prometheus_port: int = Field(9095, ge=1, le=65535, description="port of `streamcl up --prometheus`")
     prometheus_scrape_s: float = Field(5.0, gt=0, le=300, description="scrape interval of `streamcl up --prometheus`")

@@ -188,11 +188,15 @@ class JoinerService:
         metrics: Metrics,
         checkpoint_path: Path | None = None,
         clock: Callable[[], float] = time.time,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.topics = settings.topics
-        self.checkpoint_path = checkpoint_path or settings.state_dir / "joiner" / "checkpoint.json"
+        self.shard = shard
+        index, count = shard
+        name = "checkpoint.json" if count == 1 else f"checkpoint-{index}-of-{count}.json"
+        self.checkpoint_path = checkpoint_path or settings.state_dir / "joiner" / name
         self.clock = clock
         self.state = JoinState(settings.join_ttl_s, settings.join_max_pending)
         offsets: dict[str, int] = {}
@@ -207,8 +211,10 @@ class JoinerService:
             else Producer(settings, client_id="streamcl-joiner")
         )
         self._consumer = Consumer(settings, group_id=f"{settings.consumer_group}.joiner", client_id="streamcl-joiner")
+        # A text, its feedback and its prediction share a key (the id), so the same partition
+        # number of each topic: joiner i of n reads partitions i, i + n, ... of all three.
         self._offsets = self._consumer.assign(
-            [self.topics.texts, self.topics.feedback, self.topics.predictions], offsets
+            [self.topics.texts, self.topics.feedback, self.topics.predictions], offsets, shard=shard
         )
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
@@ -314,7 +320,12 @@ class JoinerService:
         self._dirty = False
 
     def status(self) -> dict[str, Any]:
-        return {**self.counts, "pending": self.state.pending(), "live_accuracy": self.state.live.value}
+        return {
+            **self.counts,
+            "pending": self.state.pending(),
+            "live_accuracy": self.state.live.value,
+            "partitions": sorted(self._offsets),
+        }
 
     def close(self) -> None:
         try:

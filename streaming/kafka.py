@@ -142,13 +142,24 @@ class Consumer:
             time.sleep(0.2)
 
     def assign(
-        self, topics: Iterable[str], offsets: Mapping[str, int] | None = None, from_end: bool = False
+        self,
+        topics: Iterable[str],
+        offsets: Mapping[str, int] | None = None,
+        from_end: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> Offsets:
         """Read every partition of ``topics`` from ``offsets`` (else the committed offset, else
         the start, or the end with ``from_end``: only what arrives from now on). An offset
         outside the partition's current range (a new, empty broker, or data removed by
-        retention) is logged and replaced by the partition's start."""
-        parts = [tp for topic in topics for tp in self.partitions(topic)]
+        retention) is logged and replaced by the partition's start.
+
+        ``shard=(i, n)`` keeps the partitions whose number is ``i`` modulo ``n``: the same
+        partition numbers of every topic, so co-partitioned topics (keyed alike, as many
+        partitions) meet in the same consumer."""
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count}: need 0 <= index < count")
+        parts = [tp for topic in topics for tp in self.partitions(topic) if tp.partition % count == index]
         self._consumer.assign(parts)
         start = self._consumer.beginning_offsets(parts)
         end = self._consumer.end_offsets(parts)

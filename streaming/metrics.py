@@ -224,25 +224,39 @@ class _Merged:
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def merge_expositions(texts: Iterable[str], counters_only: Iterable[str] = (), defaults: str | None = None) -> str:
+Source = str | tuple[str, Mapping[str, str]]
+
+
+def merge_expositions(
+    texts: Iterable[Source],
+    counters_only: Iterable[Source] = (),
+    defaults: str | None = None,
+    default_labels: Iterable[Mapping[str, str]] = ({},),
+) -> str:
     """Merge Prometheus text expositions of several processes into one (see module doc).
 
     ``texts`` come oldest push first (the newest wins for "last" gauges); ``counters_only``
     are sources gone silent: their counters and histograms still count, their gauges not;
-    ``defaults`` only fills series no source has (so every family exists from the start).
+    ``defaults`` only fills series no source has (so every family exists from the start),
+    once for each of ``default_labels``. A source may come with labels for all its series
+    (``(text, {"model": "news"})``).
     """
     merged: dict[str, _Merged] = {}
-    sources = [(t, "stale") for t in counters_only] + [(t, "fresh") for t in texts]
+
+    def split(source: Source) -> tuple[str, Mapping[str, str]]:
+        return (source, {}) if isinstance(source, str) else source
+
+    sources = [(*split(t), "stale") for t in counters_only] + [(*split(t), "fresh") for t in texts]
     if defaults is not None:
-        sources.append((defaults, "default"))
-    for text, kind in sources:
+        sources += [(defaults, labels, "default") for labels in default_labels]
+    for text, extra, kind in sources:
         for family in text_string_to_metric_families(text):
             if kind == "stale" and family.type == "gauge":
                 continue
             into = merged.setdefault(family.name, _Merged(family.name, family.documentation, family.type, {}))
             rule = GAUGE_MERGE.get(family.name, "max") if family.type == "gauge" else "sum"
             for s in family.samples:
-                key = (s.name, tuple(sorted(s.labels.items())))
+                key = (s.name, tuple(sorted({**s.labels, **extra}.items())))
                 old = into.samples.get(key)
                 value = s.value
                 if kind == "default":

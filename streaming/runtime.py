@@ -40,9 +40,17 @@ class Service(Protocol):
 class MetricsPusher:
     """Every ``interval_s``, send this process's exposition to the named aggregator actor."""
 
-    def __init__(self, metrics: Metrics, source: str, interval_s: float = 1.0, actor: str = AGGREGATOR_NAME):
+    def __init__(
+        self,
+        metrics: Metrics,
+        source: str,
+        interval_s: float = 1.0,
+        actor: str = AGGREGATOR_NAME,
+        labels: dict[str, str] | None = None,
+    ):
         self.metrics = metrics
         self.source = source
+        self.labels = labels or {}
         self.interval_s = interval_s
         self.actor_name = actor
         self._actor: Any = None
@@ -55,7 +63,7 @@ class MetricsPusher:
 
         if self._actor is None:
             self._actor = ray.get_actor(self.actor_name, namespace=NAMESPACE)
-        self._actor.push.remote(self.source, self.metrics.exposition())
+        self._actor.push.remote(self.source, self.metrics.exposition(), self.labels)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -105,7 +113,12 @@ class ServiceHost:
     """Runs one service's loop in a thread; exposes ``status``, ``metrics`` and ``stop``."""
 
     def __init__(
-        self, factory: Callable[[Metrics], Service], source: str, parts: tuple[str, ...], push_metrics: bool = True
+        self,
+        factory: Callable[[Metrics], Service],
+        source: str,
+        parts: tuple[str, ...],
+        labels: dict[str, str] | None = None,
+        push_metrics: bool = True,
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -116,7 +129,8 @@ class ServiceHost:
         self.errors = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
-        self._pusher = MetricsPusher(self.metrics, source) if push_metrics else None
+        # ``labels`` (the model's name) go on every series when the aggregator merges them
+        self._pusher = MetricsPusher(self.metrics, source, labels=labels) if push_metrics else None
         self.service = factory(self.metrics)
         self._thread = threading.Thread(target=self._run, name=source, daemon=True)
         self._thread.start()

@@ -73,3 +73,22 @@ def test_every_metric_belongs_to_one_part():
     assert {"streamcl_live_accuracy", "streamcl_join_expired", "streamcl_join_pending"} <= joiner
     learner = {f.name for f in Metrics(CollectorRegistry(), parts=("learner",)).registry.collect()}
     assert {"streamcl_prequential_accuracy", "streamcl_learner_examples_trained"} <= learner
+
+
+def test_merge_labels_each_source_by_model_and_fills_defaults_per_model():
+    news = Metrics(CollectorRegistry(), parts=("learner",))
+    news.prequential.set(0.9)
+    tickets = Metrics(CollectorRegistry(), parts=("learner",))
+    tickets.prequential.set(0.6)
+    defaults = Metrics(CollectorRegistry()).exposition()
+    text = merge_expositions(
+        [(news.exposition(), {"model": "news"}), (tickets.exposition(), {"model": "tickets"})],
+        defaults=defaults,
+        default_labels=[{"model": "news"}, {"model": "tickets"}],
+    )
+    # the same series of two models stay apart, not merged by the gauge rule
+    assert sample_value(text, "streamcl_prequential_accuracy", {"model": "news"}) == 0.9
+    assert sample_value(text, "streamcl_prequential_accuracy", {"model": "tickets"}) == 0.6
+    # every family exists for every model, and nothing is left without a model label
+    assert sample_value(text, "streamcl_join_joined_total", {"model": "tickets"}) == 0
+    assert "model=" in text and all("model=" in line for line in text.splitlines() if line.startswith("streamcl_"))
