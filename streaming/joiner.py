@@ -195,6 +195,8 @@ class JoinerService:
         self.topics = settings.topics
         self.shard = shard
         index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count}: need 0 <= index < count")
         name = "checkpoint.json" if count == 1 else f"checkpoint-{index}-of-{count}.json"
         self.checkpoint_path = checkpoint_path or settings.state_dir / "joiner" / name
         self.clock = clock

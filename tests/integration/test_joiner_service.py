@@ -92,3 +92,32 @@ def test_pending_state_survives_restart(make_settings):
     assert j2.counts["consumed"] == 20  # texts were not read twice
     j2.close()
     assert len(read_all(s, s.topics.labeled, 20)) == 20
+
+
+def test_joiners_share_the_partitions_and_together_join_everything_once(make_settings):
+    s = make_settings(topic_partitions=4, join_producer_process=False)
+    p = Producer(s)
+    for i in range(60):  # keyed by id: a text and its feedback land on the same partition number
+        p.publish(s.topics.texts, TextEvent(id=f"id{i}", text=f"text {i}"))
+        p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="pos" if i % 2 else "neg"))
+    p.flush()
+    p.close()
+    joiners = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    assert [j.status()["partitions"] for j in joiners] == [
+        [f"{t}:{n}" for t in (s.topics.feedback, s.topics.predictions, s.topics.texts) for n in (0, 2)],
+        [f"{t}:{n}" for t in (s.topics.feedback, s.topics.predictions, s.topics.texts) for n in (1, 3)],
+    ]
+    deadline = time.monotonic() + 30
+    while sum(j.counts["joined"] for j in joiners) < 60:
+        assert time.monotonic() < deadline, [j.status() for j in joiners]
+        for j in joiners:
+            j.step(0.2)
+    assert all(j.counts["joined"] > 0 and j.counts["dlq"] == 0 for j in joiners)
+    assert {j.checkpoint_path.name for j in joiners} == {"checkpoint-0-of-2.json", "checkpoint-1-of-2.json"}
+    for j in joiners:
+        j.close()
+    labeled = read_all(s, s.topics.labeled, 60)
+    ids = sorted(LabeledExample.model_validate_json(r.value).id for r in labeled)
+    assert ids == sorted(f"id{i}" for i in range(60))
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(2, 2))

@@ -64,3 +64,22 @@ def test_bad_entries_are_refused_with_the_reason(models, message):
 def test_models_come_from_the_environment_as_json(monkeypatch):
     monkeypatch.setenv("STREAMCL_MODELS", '{"news": {"labels": ["a", "b"]}}')
     assert PlatformSettings().models == {"news": {"labels": ["a", "b"]}}
+
+
+def test_the_platform_reserves_cpus_per_model_and_joiner_and_refuses_too_many(tmp_path):
+    from services.platform import Platform
+
+    platform = Platform.from_env(
+        state_dir=tmp_path,
+        platform={"models": {"news": {}}, "joiners": 2},
+        monitor={"drift_enabled": False},
+    )
+    assert [m.name for m in platform.models] == ["default", "news"]
+    assert platform.cpu_reservations() == {
+        "learners": 2.0,
+        "joiners": 1.0,
+        "controllers": 0.2,
+        "serve replicas": 0.5,
+    }
+    with pytest.raises(ConfigError, match=r"reserves 3.7 CPUs \(learners 2, joiners 1, .*STREAMCL_LEARNER_CPUS"):
+        platform.check_cpus()
