@@ -217,34 +217,46 @@ class Batcher:
 
 
 class EventLog:
-    """Publishes prediction logs from a bounded queue in its own thread (drops when full)."""
+    """Publishes prediction logs and HTTP feedback from a bounded queue in its own thread.
+
+    A prediction log that finds the queue full is dropped (the response does not wait on
+    Kafka); feedback is refused instead (503), since it is the platform's input. Every lost
+    event is counted in the ``dropped`` counter that came with it."""
 
     def __init__(self, stream: StreamSettings, maxsize: int = 50_000) -> None:
         self.stream = stream
-        self.dropped = 0
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize)
+        self.maxsize = maxsize
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
 
-    def put(self, topic: str, event: Any) -> None:
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more events fit now."""
+        return self._queue.qsize() + n <= self.maxsize
+
+    def put(self, topic: str, event: Any, dropped: Any = None) -> bool:
         try:
-            self._queue.put_nowait((topic, event))
+            self._queue.put_nowait((topic, event, dropped))
+            return True
         except queue.Full:
-            self.dropped += 1
+            if dropped is not None:
+                dropped.inc()
+            return False
 
     def _run(self) -> None:
         from streaming.kafka import Producer
 
         producer = None
         while True:
-            topic, event = self._queue.get()
+            topic, event, dropped = self._queue.get()
             try:
                 if producer is None:
                     producer = Producer(self.stream, client_id="streamcl-serve", max_block_ms=5000)
                 producer.publish(topic, event)
             except Exception as exc:
-                self.dropped += 1
-                log.warning("prediction log to Kafka failed: %s", exc)
+                if dropped is not None:
+                    dropped.inc()
+                log.warning("publishing to %s failed, event dropped: %s", topic, exc)
 
 
 VERSION_BODY = {
@@ -439,11 +451,13 @@ class Api:
         m.metrics.predicted.inc(len(texts))
         if self.settings.log_predictions:
             topics = m.stream.topics
+            dropped = m.metrics.events_dropped.labels("prediction_log")
             for id_, text, domain, p in zip(ids, texts, domains, preds):
-                m.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain))
+                m.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain), dropped)
                 m.events.put(
                     topics.predictions,
                     PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=version),
+                    dropped,
                 )
         return JSONResponse(
             {
@@ -478,8 +492,11 @@ class Api:
                 events.append(validate(FeedbackEvent, item, m.stream.max_text_chars))
             except InvalidEvent as exc:
                 raise ApiError(422, exc.reason, f"item {i}: {exc.detail}") from None
+        if not m.events.room(len(events)):  # backpressure: the client retries, nothing is lost silently
+            raise ApiError(503, "overloaded", "the event queue to Kafka is full; retry later")
+        dropped = m.metrics.events_dropped.labels("feedback")
         for ev in events:
-            m.events.put(m.stream.topics.feedback, ev)
+            m.events.put(m.stream.topics.feedback, ev, dropped)
         m.metrics.feedback.inc(len(events))
         return JSONResponse({"accepted": len(events)}, status_code=202)
 

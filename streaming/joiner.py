@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streaming.errors import InvalidEvent
+from streaming.errors import ConfigError, InvalidEvent
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, Record, TextEvent, decode
 from streaming.files import write_json_atomic
 from streaming.kafka import Consumer, ProcessProducer, Producer
@@ -213,11 +213,36 @@ class JoinerService:
             else Producer(settings, client_id="streamcl-joiner")
         )
         self._consumer = Consumer(settings, group_id=f"{settings.consumer_group}.joiner", client_id="streamcl-joiner")
-        # A text, its feedback and its prediction share a key (the id), so the same partition
-        # number of each topic: joiner i of n reads partitions i, i + n, ... of all three.
-        self._offsets = self._consumer.assign(
-            [self.topics.texts, self.topics.feedback, self.topics.predictions], offsets, shard=shard
-        )
+        try:
+            topics = [self.topics.texts, self.topics.feedback, self.topics.predictions]
+            # A text, its feedback and its prediction share a key (the id), so the same partition
+            # number of each topic when they have as many partitions: joiner i of n reads
+            # partitions i, i + n, ... of all three.
+            counts = {t: len(self._consumer.partitions(t)) for t in topics}
+            if len(set(counts.values())) > 1:
+                raise ConfigError(
+                    f"the joiner needs texts, feedback and predictions co-partitioned (as many partitions "
+                    f"each), found {counts}: give them the same partition count"
+                )
+            mine = [f"{t}:{n}" for t in topics for n in range(counts[t]) if n % count == index]
+            if not mine:
+                per_topic = counts[topics[0]]
+                log.warning("joiner %d of %d has no partition (%d per topic): it stays idle", index, count, per_topic)
+            stale = {k: v for k, v in self._consumer.committed(mine).items() if v > offsets.get(k, v)}
+            if stale:  # a joiner of another layout went further since this checkpoint
+                log.warning(
+                    "joiner checkpoint %s is older than the group's committed offsets %s: starting from those "
+                    "with an empty join state",
+                    self.checkpoint_path,
+                    stale,
+                )
+                self.state = JoinState(settings.join_ttl_s, settings.join_max_pending)
+                offsets = {}
+            self._offsets = self._consumer.assign(topics, offsets, shard=shard)
+        except BaseException:
+            self._consumer.close()
+            self._producer.close()
+            raise
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
         self._dirty = False

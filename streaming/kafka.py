@@ -232,6 +232,17 @@ class Consumer:
         ends = self.end_offsets()
         return sum(max(0, ends[k] - pos) for k, pos in self.positions().items() if k in ends)
 
+    def committed(self, keys: Iterable[str]) -> Offsets:
+        """The group's committed offsets of ``keys`` (``topic:partition``) that have one."""
+        if not self._group:
+            return {}
+        out: Offsets = {}
+        for key in keys:
+            value = self._consumer.committed(parse_offset_key(key))
+            if value is not None:
+                out[key] = value
+        return out
+
     def commit(self, offsets: Mapping[str, int]) -> None:
         """Commit next offsets to the group (only after they are durable elsewhere)."""
         if not self._group or not offsets:

@@ -193,6 +193,14 @@ class Metrics:
         )
         self.predicted = Counter("streamcl_predict_texts", "Texts classified", registry=r)
         self.feedback = Counter("streamcl_feedback_received", "Feedback labels received over HTTP", registry=r)
+        self.events_dropped = Counter(
+            "streamcl_serve_events_dropped",
+            "Events the API could not hand to Kafka (queue full or Kafka failing), by kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("prediction_log", "feedback"):
+            self.events_dropped.labels(kind)
         self.replicas_ready = Gauge("streamcl_serve_replicas_ready", "Serve replicas with a model loaded", registry=r)
 
     def track_detectors(self, detectors: Iterable[Detector]) -> None:

@@ -121,3 +121,43 @@ def test_joiners_share_the_partitions_and_together_join_everything_once(make_set
     assert ids == sorted(f"id{i}" for i in range(60))
     with pytest.raises(ValueError, match="shard 2 of 2"):
         JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(2, 2))
+
+
+def test_topics_that_are_not_co_partitioned_are_refused(make_settings):
+    from streaming.errors import ConfigError
+    from streaming.kafka import ensure_topics
+
+    s = make_settings(topic_prefix=f"cp{time.time_ns()}", join_producer_process=False)  # 1 partition each
+    other = s.model_copy(update={"topic_prefix": f"{s.topic_prefix}x"})
+    ensure_topics(other, [other.topics.texts], partitions=2)
+    ensure_topics(other, [other.topics.feedback, other.topics.predictions, other.topics.labeled, other.topics.dlq])
+    with pytest.raises(ConfigError, match="co-partitioned"):
+        JoinerService(other, Metrics(CollectorRegistry(), parts=("joiner",)))
+
+
+def test_a_checkpoint_older_than_the_groups_offsets_is_set_aside(make_settings):
+    s = make_settings(topic_partitions=2, join_producer_process=False)
+    p = Producer(s)
+    for i in range(20):
+        p.publish(s.topics.texts, TextEvent(id=f"id{i}", text=f"text {i}"))
+    p.flush()
+    # two joiners checkpoint their pending texts, then one joiner takes over and goes further
+    pair = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    for j in pair:
+        run_until(j, lambda j=j: j.counts["consumed"] > 0)
+        j.close()
+    for i in range(20):
+        p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="pos"))
+    p.flush()
+    p.close()
+    single = JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)))
+    run_until(single, lambda: single.counts["consumed"] == 20)  # the feedback; the texts were committed
+    single.close()
+    # back to two: their old checkpoints are behind the committed offsets, so they are not replayed
+    again = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    assert sum(len(j.state) for j in again) == 0
+    for j in again:
+        j.step(0.5)
+    assert sum(j.counts["consumed"] for j in again) == 0
+    for j in again:
+        j.close()
