@@ -25,6 +25,9 @@ from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
 META_FILE = "meta.json"
+#: Which examples a version consumed since its parent (ids trained, held out, skipped): small,
+#: and kept when a pruned version's weights are deleted, so the lineage stays auditable.
+LINEAGE_FILE = "lineage.json"
 SERVING_FILE = "serving.json"
 COUNTER_FILE = "registry.json"
 HISTORY = 50  # earlier serving versions remembered for rollback
@@ -96,6 +99,10 @@ class Registry(ABC):
     @abstractmethod
     def prune(self, keep_last: int, keep: set[int]) -> list[int]:
         """Delete the files (not the metadata) of old versions; returns the pruned ones."""
+
+    @abstractmethod
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        """The version's :data:`LINEAGE_FILE` (also after pruning), or None without one."""
 
     def latest(self) -> dict[str, Any] | None:
         """Newest version whose files are still there."""
@@ -213,6 +220,15 @@ class LocalRegistry(Registry):
             self._verified[path] = stamp
         return folder
 
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        path = self._dir(version) / LINEAGE_FILE
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
+
     def serving_state(self) -> dict[str, Any]:
         path = self.root / SERVING_FILE
         try:
@@ -235,7 +251,7 @@ class LocalRegistry(Registry):
                 continue
             folder = self._dir(version)
             for p in folder.iterdir():
-                if p.name != META_FILE:
+                if p.name not in (META_FILE, LINEAGE_FILE):
                     p.unlink()
             self.update(version, pruned=True, files={})
             pruned.append(version)

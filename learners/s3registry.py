@@ -28,7 +28,7 @@ import boto3
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from learners.registry import COUNTER_FILE, META_FILE, SERVING_FILE, Registry, _sha256
+from learners.registry import COUNTER_FILE, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, _sha256
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
@@ -361,6 +361,16 @@ class S3Registry(Registry):
         self._verified[path] = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
         return etag
 
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        key = self._version_key(version, LINEAGE_FILE)
+        found = self._get(key, f"reading the lineage of version {version}", version)
+        if found is None:
+            return None
+        try:
+            return dict(json.loads(found[0]))
+        except ValueError as exc:
+            raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
+
     # serving pointer and pruning --------------------------------------------------------------
     def serving_state(self) -> dict[str, Any]:
         found = self._get(self._key(SERVING_FILE), "reading the serving pointer")
@@ -389,7 +399,7 @@ class S3Registry(Registry):
             keys = [
                 item["Key"]
                 for item in self._list(base, f"listing the files of version {version}")
-                if "Key" in item and item["Key"][len(base) :] not in (META_FILE, CLAIM_FILE)
+                if "Key" in item and item["Key"][len(base) :] not in (META_FILE, CLAIM_FILE, LINEAGE_FILE)
             ]
             self._delete(keys, f"deleting the files of version {version}", version)
             folder = self.cache_dir / "versions" / f"{version:06d}"

@@ -5,6 +5,7 @@ publish its ModelEvent, and only then commit the offsets it covers.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,10 +15,10 @@ from learners.base import Example, Learner
 from learners.evaluation import Holdout
 from learners.finetune import FineTuneLearner
 from learners.model import TextClassifier, set_threads
-from learners.registry import Registry, open_registry
+from learners.registry import LINEAGE_FILE, Registry, open_registry
 from learners.settings import LearnerSettings
 from streaming.drift import Detection, concept_detectors
-from streaming.errors import InvalidEvent
+from streaming.errors import InvalidEvent, RegistryError
 from streaming.events import DriftEvent, LabeledExample, ModelEvent, decode
 from streaming.joiner import RollingAccuracy
 from streaming.kafka import Consumer, Producer, offset_key
@@ -47,6 +48,11 @@ def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
 
         return ReplayLearner(model, buffer_size=settings.replay_buffer, replay_ratio=settings.replay_ratio, **common)
     return FineTuneLearner(model, **common)
+
+
+def _fresh_lineage() -> dict[str, list[str]]:
+    """Ids trained on, ids held out for evaluation, and where the undecodable records were."""
+    return {"trained": [], "held_out": [], "skipped": []}
 
 
 def bootstrap_registry(registry: Registry, settings: LearnerSettings) -> dict[str, Any]:
@@ -87,14 +93,9 @@ class LearnerService:
         self.metrics = metrics
         self.topics = stream.topics
         self.registry = registry_for(stream, settings)
-        base = bootstrap_registry(self.registry, settings)
+        bootstrap_registry(self.registry, settings)
+        base = self._resume()
         self.parent: int = base["version"]
-        folder = self.registry.local_path(self.parent)
-        self.model = TextClassifier.load(folder)
-        self.learner = build_learner(settings, self.model)
-        self.learner.load_state(folder)
-        self.holdout = Holdout(settings.eval_holdout_every, settings.eval_per_domain, settings.eval_recent)
-        self.holdout.load(folder)
         self.concept = concept_detectors(settings.concept_detectors)
         metrics.track_detectors(self.concept)
         metrics.lr_multiplier.set(1.0)
@@ -113,33 +114,77 @@ class LearnerService:
             )
             # a new group acts on drift from now on, not on the topic's history
             self._drift_consumer.assign([self.topics.drift], from_end=True)
+        self._lineage = _fresh_lineage()  # what this lineage consumed since the parent version
         self._since_version = 0
         self._last_version = time.monotonic()
         self._last_lag = 0.0
         metrics.labels_known.set(len(self.model.labels))
         log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
 
+    def _resume(self) -> dict[str, Any]:
+        """Load the newest version that loads whole (weights, learner state, held-out samples)
+        and return its metadata; a corrupt or partial one is skipped, loudly, for the one
+        before it, and the new lineage continues from there."""
+        s = self.settings
+        for meta in reversed(self.registry.versions()):
+            if meta.get("pruned"):
+                continue
+            try:
+                folder = self.registry.local_path(meta["version"])
+                model = TextClassifier.load(folder)
+                learner = build_learner(s, model)
+                learner.load_state(folder)
+                holdout = Holdout(s.eval_holdout_every, s.eval_per_domain, s.eval_recent)
+                holdout.load(folder)
+            except Exception as exc:  # checksum, truncated safetensors, bad JSON: all mean "do not resume here"
+                log.error(
+                    "CANNOT RESUME from version %s (%s: %s): falling back to the version before it",
+                    meta["version"],
+                    type(exc).__name__,
+                    exc,
+                )
+                self.metrics.checkpoint_fallbacks.inc()
+                continue
+            self.model, self.learner, self.holdout = model, learner, holdout
+            return meta
+        raise RegistryError(f"{self.registry.uri}: no version can be resumed (every one is pruned or corrupt)")
+
     def step(self, timeout_s: float = 0.5) -> int:
         records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size)
         batch: list[LabeledExample] = []
+        skipped: list[str] = []
+        offsets: dict[str, int] = {}
         for rec in records:
+            where = f"{rec.topic}:{rec.partition}:{rec.offset}"
             try:
                 batch.append(decode(LabeledExample, rec.value, self.stream.max_text_chars))
             except InvalidEvent as exc:
                 dead = rec.dead_letter(exc.reason, exc.detail)
-                self._producer.publish(self.topics.dlq, dead, key=f"{rec.topic}:{rec.partition}:{rec.offset}")
+                self._producer.publish(self.topics.dlq, dead, key=where)
                 self.metrics.dlq.labels(exc.reason).inc()
-            self._offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
-        if batch:
-            self.train(batch)
+                skipped.append(where)
+            offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
+        try:
+            if batch:
+                self.train(batch)
+        except BaseException:
+            # not consumed: read the batch again (the next version's offsets never cover an
+            # example that was not taken into training)
+            self._consumer.seek(self._offsets)
+            raise
+        self._offsets.update(offsets)
+        self._lineage["skipped"] += skipped
         if self._drift_consumer is not None:
             self._poll_drift_events()
         now = time.monotonic()
         if now - self._last_lag > 2.0:
             self._last_lag = now
             self.metrics.learner_lag.set(self._consumer.lag())
+        # every N trained examples, or after T seconds when anything was consumed (held-out and
+        # dead-lettered records too: their offsets get checkpointed and committed as well)
+        consumed = any(self._lineage.values())
         due = self._since_version >= self.settings.version_every_n or (
-            self._since_version > 0 and now - self._last_version >= self.settings.version_every_s
+            consumed and now - self._last_version >= self.settings.version_every_s
         )
         if due:
             self.write_version()
@@ -147,15 +192,26 @@ class LearnerService:
 
     def train(self, labeled: list[LabeledExample]) -> None:
         m = self.metrics
-        examples = [Example(ex.text, ex.label, ex.domain) for ex in labeled]
-        batch = [ex for ex in examples if not self.holdout.take(ex)]
-        if len(batch) < len(examples):
-            m.held_out.inc(len(examples) - len(batch))
+        batch: list[Example] = []
+        trained_ids: list[str] = []
+        held_ids: list[str] = []
+        for ev in labeled:
+            ex = Example(ev.text, ev.label, ev.domain)
+            if self.holdout.take(ex):
+                held_ids.append(ev.id)
+            else:
+                batch.append(ex)
+                trained_ids.append(ev.id)
+        if batch:
+            started = time.perf_counter()
+            preds = self.learner.learn(batch)
+            m.train_seconds.inc(time.perf_counter() - started)
+        if held_ids:  # counted once training succeeded (a failed batch is read again)
+            m.held_out.inc(len(held_ids))
+        self._lineage["held_out"] += held_ids
+        self._lineage["trained"] += trained_ids
         if not batch:
             return
-        started = time.perf_counter()
-        preds = self.learner.learn(batch)
-        m.train_seconds.inc(time.perf_counter() - started)
         fired: list[Detection] = []
         for ex, pred in zip(batch, preds):
             self.prequential.add(pred == ex.label, ex.domain)
@@ -243,10 +299,13 @@ class LearnerService:
             m.average_accuracy.set(evaluation["average_accuracy"])
             m.forgetting.set(evaluation["forgetting"])
 
+        lineage = self._lineage
+
         def save(folder: Path) -> None:
             self.model.save(folder)
             self.learner.save_state(folder)
             self.holdout.save(folder)
+            (folder / LINEAGE_FILE).write_text(json.dumps(lineage, ensure_ascii=False), encoding="utf-8")
 
         meta = self.registry.create(
             save,
@@ -256,6 +315,7 @@ class LearnerService:
                 "strategy": self.learner.name,
                 "offsets": dict(self._offsets),
                 "labels": list(self.model.labels),
+                "consumed": {k: len(v) for k, v in lineage.items()},  # since the parent; ids in lineage.json
                 "metrics": {
                     "examples_trained": self.trained_total,
                     "prequential_accuracy": self.prequential.value,
@@ -280,6 +340,7 @@ class LearnerService:
         self.metrics.versions_written.inc()
         self.metrics.model_version.labels("candidate").set(version)
         self.parent = version
+        self._lineage = _fresh_lineage()
         self._since_version = 0
         self._last_version = time.monotonic()
         state = self.registry.serving_state()

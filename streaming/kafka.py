@@ -232,6 +232,14 @@ class Consumer:
         ends = self.end_offsets()
         return sum(max(0, ends[k] - pos) for k, pos in self.positions().items() if k in ends)
 
+    def seek(self, offsets: Mapping[str, int]) -> None:
+        """Move the assigned partitions of ``offsets`` back (or on) to them."""
+        assigned = self._consumer.assignment()
+        for key, offset in offsets.items():
+            tp = parse_offset_key(key)
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
     def committed(self, keys: Iterable[str]) -> Offsets:
         """The group's committed offsets of ``keys`` (``topic:partition``) that have one."""
         if not self._group:

@@ -179,6 +179,11 @@ class Metrics:
         )
         r = part("learner")
         self.versions_written = Counter("streamcl_model_versions_written", "Model versions written", registry=r)
+        self.checkpoint_fallbacks = Counter(
+            "streamcl_learner_checkpoint_fallbacks",
+            "Versions the learner could not resume from (corrupt or partial) and skipped for an older one",
+            registry=r,
+        )
         r = part("controller")
         self.promotions = Counter("streamcl_model_promotions", "Versions promoted to serving", registry=r)
         self.rejections = Counter("streamcl_model_rejections", "Candidates refused by the gate", registry=r)

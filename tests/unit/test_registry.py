@@ -4,9 +4,11 @@ from learners.registry import LocalRegistry, open_registry
 from streaming.errors import RegistryError
 
 
-def write(content: bytes):
+def write(content: bytes, lineage: bytes | None = None):
     def files(folder):
         (folder / "model.safetensors").write_bytes(content)
+        if lineage is not None:
+            (folder / "lineage.json").write_bytes(lineage)
 
     return files
 
@@ -61,3 +63,12 @@ def test_unknown_versions_and_schemes(tmp_path):
     assert isinstance(open_registry(f"file://{tmp_path}"), LocalRegistry)
     with pytest.raises(RegistryError, match="unsupported"):
         open_registry("gopher://x/y")
+
+
+def test_a_pruned_version_keeps_its_lineage(tmp_path):
+    reg = LocalRegistry(tmp_path)
+    reg.create(write(b"one", b'{"trained": ["a", "b"], "held_out": [], "skipped": []}'), {"parent": None})
+    reg.create(write(b"two"), {"parent": 1})
+    assert reg.prune(keep_last=1, keep=set()) == [1]
+    assert reg.lineage(1) == {"trained": ["a", "b"], "held_out": [], "skipped": []}
+    assert reg.lineage(2) is None

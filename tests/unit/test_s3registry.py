@@ -84,7 +84,12 @@ def keys(bucket: str, prefix: str) -> list[str]:
 def test_versions_only_grow_and_keep_lineage(make: Callable[..., S3Registry], bucket: str) -> None:
     reg = make()
     assert reg.latest() is None and reg.serving() is None and reg.versions() == []
-    v1 = reg.create(write(b"one"), {"parent": None})
+
+    def with_lineage(folder):
+        write(b"one")(folder)
+        (folder / "lineage.json").write_text('{"trained": ["a"]}')
+
+    v1 = reg.create(with_lineage, {"parent": None})
     v2 = reg.create(write(b"two"), {"parent": 1})
     v3 = reg.create(write(b"three"), {"parent": 2})
     assert [v1["version"], v2["version"], v3["version"]] == [1, 2, 3]
@@ -95,9 +100,10 @@ def test_versions_only_grow_and_keep_lineage(make: Callable[..., S3Registry], bu
     assert reg.prune(keep_last=1, keep={1}) == [2]
     assert reg.meta(2)["pruned"] is True and reg.meta(2)["files"] == {} and reg.meta(2)["parent"] == 1
     assert keys(bucket, "team/registry/versions/000002/model") == []  # the files went, the metadata stayed
+    assert reg.prune(keep_last=1, keep=set()) == [1]
+    assert reg.lineage(1) == {"trained": ["a"]} and reg.lineage(3) is None  # what it consumed stays
     with pytest.raises(RegistryError, match="pruned"):
         reg.local_path(2)
-    assert (reg.local_path(1) / "model.safetensors").read_bytes() == b"one"
     # a new registry object (another machine) continues the numbering
     assert make().create(write(b"four"), {})["version"] == 4
     assert [m["version"] for m in reg.versions()] == [1, 2, 3, 4]
