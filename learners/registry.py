@@ -101,6 +101,11 @@ class Registry(ABC):
         """Delete the files (not the metadata) of old versions; returns the pruned ones."""
 
     @abstractmethod
+    def drop_files(self, version: int, names: list[str]) -> dict[str, Any]:
+        """Delete some files of a version (the learner's state of an older checkpoint); the
+        version stays loadable with the files it keeps. Returns the updated metadata."""
+
+    @abstractmethod
     def lineage(self, version: int) -> dict[str, Any] | None:
         """The version's :data:`LINEAGE_FILE` (also after pruning), or None without one."""
 
@@ -142,7 +147,7 @@ class LocalRegistry(Registry):
         self.root = Path(root).expanduser().resolve()
         self.uri = f"file://{self.root}"
         (self.root / "versions").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # update() runs inside other locked operations
         self._verified: dict[Path, tuple[str, int, int, int]] = {}
 
     def _dir(self, version: int) -> Path:
@@ -219,6 +224,17 @@ class LocalRegistry(Registry):
                 raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
             self._verified[path] = stamp
         return folder
+
+    def drop_files(self, version: int, names: list[str]) -> dict[str, Any]:
+        with self._lock:
+            meta = self.meta(version)
+            gone = [n for n in names if n in meta.get("files", {}) and n not in (META_FILE, LINEAGE_FILE)]
+            files = {k: v for k, v in meta.get("files", {}).items() if k not in gone}
+            # metadata first: a reader never checks a file that is about to go
+            meta = self.update(version, files=files, dropped=sorted({*meta.get("dropped", []), *gone}))
+            for name in gone:
+                (self._dir(version) / name).unlink(missing_ok=True)
+            return meta
 
     def lineage(self, version: int) -> dict[str, Any] | None:
         path = self._dir(version) / LINEAGE_FILE

@@ -361,6 +361,17 @@ class S3Registry(Registry):
         self._verified[path] = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
         return etag
 
+    def drop_files(self, version: int, names: list[str]) -> dict[str, Any]:
+        meta = self.meta(version)
+        gone = [n for n in names if n in meta.get("files", {}) and n not in (META_FILE, LINEAGE_FILE, CLAIM_FILE)]
+        files = {k: v for k, v in meta.get("files", {}).items() if k not in gone}
+        meta = self.update(version, files=files, dropped=sorted({*meta.get("dropped", []), *gone}))
+        self._delete([self._version_key(version, n) for n in gone], f"deleting files of version {version}", version)
+        folder = self.cache_dir / "versions" / f"{version:06d}"
+        for name in gone:
+            (folder / name).unlink(missing_ok=True)
+        return meta
+
     def lineage(self, version: int) -> dict[str, Any] | None:
         key = self._version_key(version, LINEAGE_FILE)
         found = self._get(key, f"reading the lineage of version {version}", version)

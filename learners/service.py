@@ -300,15 +300,19 @@ class LearnerService:
             m.forgetting.set(evaluation["forgetting"])
 
         lineage = self._lineage
+        meta: dict[str, Any] = {}
 
         def save(folder: Path) -> None:
             self.model.save(folder)
-            self.learner.save_state(folder)
             self.holdout.save(folder)
             (folder / LINEAGE_FILE).write_text(json.dumps(lineage, ensure_ascii=False), encoding="utf-8")
+            before = {p.name for p in folder.iterdir()}
+            self.learner.save_state(folder)
+            # the learner's own state (buffers, importances, optimizer): only the newest
+            # checkpoints keep it, see _drop_old_state
+            meta["state_files"] = sorted({p.name for p in folder.iterdir()} - before)
 
-        meta = self.registry.create(
-            save,
+        meta.update(
             {
                 "model": self.settings.model_name,
                 "parent": self.parent,
@@ -323,8 +327,9 @@ class LearnerService:
                     **evaluation,
                 },
                 **({"note": note} if note else {}),
-            },
+            }
         )
+        meta = self.registry.create(save, meta)
         version = int(meta["version"])
         event = ModelEvent(
             model=self.settings.model_name,
@@ -347,8 +352,18 @@ class LearnerService:
         # the serving version and the ones a rollback can go back to keep their weights
         keep = {v for v in (state.get("version"), *state.get("history", [])[-5:]) if v is not None}
         self.registry.prune(self.settings.keep_versions, keep)
+        self._drop_old_state()
         log.info("wrote version %d (%d examples trained)", version, self.trained_total)
         return meta
+
+    def _drop_old_state(self, keep: int = STATE_CHECKPOINTS) -> None:
+        """The learner's state stays in the ``keep`` newest versions only (one to resume from,
+        one to fall back to when the newest is corrupt); older versions keep their weights."""
+        live = [m for m in self.registry.versions() if not m.get("pruned")]
+        for m in live[:-keep] if keep else live:
+            state = [n for n in m.get("state_files", []) if n in m.get("files", {})]
+            if state:
+                self.registry.drop_files(int(m["version"]), state)
 
     def status(self) -> dict[str, Any]:
         return {

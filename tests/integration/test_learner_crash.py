@@ -185,3 +185,21 @@ def test_killing_the_learner_actor_mid_stream_consumes_every_example_once(make_s
     assert sum(c.get("trained", 0) + c.get("held_out", 0) for c in counted) == n
     # the versions that lost their learner are not in the lineage, but stay in the registry
     assert len(registry.versions()) >= len(chain)
+
+
+def test_only_the_two_newest_versions_keep_the_learners_state(make_settings, tmp_path):
+    s = make_settings()
+    ls = settings(tmp_path, strategy="replay", eval_holdout_every=0, version_every_n=8, version_every_s=3600)
+    publish(s, range(40))
+    svc = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    run_until(svc, lambda: svc.parent == 6)
+    svc.close()
+    versions = {m["version"]: m for m in svc.registry.versions()}
+    assert all(versions[v]["state_files"] == ["replay.json"] for v in range(2, 7))
+    with_state = [v for v, m in versions.items() if (svc.registry.local_path(v) / "replay.json").exists()]
+    assert with_state == [5, 6]
+    assert versions[4]["dropped"] == ["replay.json"] and "replay.json" not in versions[4]["files"]
+    # an older version still loads (weights intact) and serves
+    from learners.model import TextClassifier
+
+    assert TextClassifier.load(svc.registry.local_path(3)).labels == ["pos", "neg"]

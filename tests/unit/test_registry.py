@@ -72,3 +72,17 @@ def test_a_pruned_version_keeps_its_lineage(tmp_path):
     assert reg.prune(keep_last=1, keep=set()) == [1]
     assert reg.lineage(1) == {"trained": ["a", "b"], "held_out": [], "skipped": []}
     assert reg.lineage(2) is None
+
+
+def test_dropped_files_go_and_the_version_still_loads(tmp_path):
+    reg = LocalRegistry(tmp_path)
+
+    def files(folder):
+        write(b"weights")(folder)
+        (folder / "replay.json").write_text("[]")
+
+    reg.create(files, {"parent": None})
+    meta = reg.drop_files(1, ["replay.json", "meta.json", "absent.json"])
+    assert meta["dropped"] == ["replay.json"] and set(meta["files"]) == {"model.safetensors"}
+    folder = reg.local_path(1)  # checksums of what is left still verify
+    assert not (folder / "replay.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"

@@ -228,3 +228,19 @@ def test_a_saved_classifier_loads_back_from_the_bucket(make: Callable[..., S3Reg
     a, b = model.predict(TEXTS), again.predict(TEXTS)
     assert again.labels == ["a", "b"] and [p.label for p in a] == [p.label for p in b]
     assert all(abs(x.scores[k] - y.scores[k]) < 1e-5 for x, y in zip(a, b) for k in x.scores)
+
+
+def test_dropped_files_go_from_the_bucket_and_the_cache(make: Callable[..., S3Registry], bucket: str) -> None:
+    reg = make()
+
+    def files(folder: Path) -> None:
+        write(b"weights")(folder)
+        (folder / "replay.json").write_text("[]")
+
+    reg.create(files, {"parent": None})
+    assert (reg.local_path(1) / "replay.json").exists()  # cached
+    meta = reg.drop_files(1, ["replay.json"])
+    assert meta["dropped"] == ["replay.json"] and set(meta["files"]) == {"model.safetensors"}
+    assert keys(bucket, "team/registry/versions/000001/replay") == []
+    folder = reg.local_path(1)
+    assert not (folder / "replay.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"
