@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from learners.model import TextClassifier
 
@@ -25,6 +27,9 @@ class Learner(ABC):
 
     model: TextClassifier
     name: str = "learner"
+    #: True when :meth:`save_state` keeps everything the next step depends on (optimizer
+    #: moments, random state), so a resumed learner continues exactly as the original would.
+    exact_resume: bool = False
 
     @abstractmethod
     def learn(self, batch: Sequence[Example]) -> list[str | None]:
@@ -49,3 +54,23 @@ class Learner(ABC):
 
     def predict(self, texts: Sequence[str]) -> list[str | None]:
         return [p.label for p in self.model.predict(texts)]
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments besides the model, read back from the attributes of the
+        same names (a learner keeps its settings under their own names)."""
+        out: dict[str, Any] = {}
+        for cls in type(self).__mro__:
+            init = cls.__dict__.get("__init__")
+            if init is None or cls in (Learner, ABC, object):
+                continue
+            for name, param in inspect.signature(init).parameters.items():
+                if name in ("self", "model") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                    continue
+                out.setdefault(name, getattr(self, name))
+        return out
+
+    def clone(self, model: TextClassifier) -> Learner:
+        """A fresh learner with the same settings around ``model``: nothing learned is carried
+        over (buffers, importances, optimizer state)."""
+        factory: Callable[..., Learner] = type(self)
+        return factory(model, **self.params())

@@ -43,11 +43,21 @@ def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
         "trainable_layers": settings.trainable_layers,
         "seed": settings.seed,
     }
-    if settings.strategy == "replay":
+    if settings.strategy == "naive":
+        return FineTuneLearner(model, **common)
+    if settings.strategy == "replay" and settings.replay_policy == "reservoir":
         from learners.rehearsal import ReplayLearner
 
         return ReplayLearner(model, buffer_size=settings.replay_buffer, replay_ratio=settings.replay_ratio, **common)
-    return FineTuneLearner(model, **common)
+    # every other strategy (and class-balanced replay) runs through Avalanche: imported only here
+    from learners.avalanche import AvalancheLearner
+
+    own = {name: getattr(settings, name) for name in AvalancheLearner.SETTINGS}
+    return AvalancheLearner(model, strategy=settings.strategy, **common, **own)
+
+
+#: Versions that keep the learner's state (the newest, and one to fall back to).
+STATE_CHECKPOINTS = 2
 
 
 def _fresh_lineage() -> dict[str, list[str]]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from streaming.settings import BaseStreamclSettings
 
-#: Strategies a learner can be built with, by name.
-STRATEGIES = ("naive", "replay")
+Strategy = Literal["naive", "replay", "ewc", "si", "mas", "lwf", "agem", "gem", "der", "replay-lwf"]
+
+#: Strategies a learner can be built with, by name (naive and replay are streamcl's own
+#: fine-tuning learners; the others run through Avalanche, see learners/avalanche.py).
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 class LearnerSettings(BaseStreamclSettings):
@@ -26,9 +29,40 @@ class LearnerSettings(BaseStreamclSettings):
         description="model registry: a path, file:// or s3://bucket/prefix (AWS_* credentials, AWS_ENDPOINT_URL "
         "for S3-compatible stores); unset: <state_dir>/registry",
     )
-    strategy: Literal["naive", "replay"] = Field("replay", description=f"learning strategy: {', '.join(STRATEGIES)}")
-    replay_buffer: int = Field(500, ge=1, le=100_000, description="replay: examples kept in the reservoir")
-    replay_ratio: float = Field(1.0, gt=0, le=8, description="replay: replayed examples per new example in a step")
+    strategy: Strategy = Field("replay", description=f"learning strategy: {', '.join(STRATEGIES)}")
+    replay_buffer: int = Field(
+        500, ge=1, le=100_000, description="replay, replay-lwf, der: examples kept in the replay buffer"
+    )
+    replay_ratio: float = Field(
+        1.0, gt=0, le=8, description="replay, replay-lwf, der: replayed examples per new example in a step"
+    )
+    replay_policy: Literal["reservoir", "class_balanced"] = Field(
+        "reservoir",
+        description="what the replay buffer and the A-GEM/GEM memories keep: reservoir (a uniform sample of "
+        "the stream) or class_balanced (an equal share per label)",
+    )
+    window: int = Field(
+        128,
+        ge=0,
+        le=100_000,
+        description="Avalanche strategies: examples per experience; each micro-batch trains at once, and every "
+        "window the strategy consolidates (importances, anchors, LwF teacher, memories). 0: every micro-batch, "
+        "which leaves ewc, si, mas and lwf without effect (their anchor is the step before)",
+    )
+    ewc_lambda: float = Field(100.0, ge=0, le=1e9, description="ewc: weight of the penalty (online EWC)")
+    ewc_decay: float = Field(0.9, ge=0, le=1, description="ewc: decay of the accumulated importances per experience")
+    si_lambda: float = Field(100.0, ge=0, le=1e9, description="si: weight of the synaptic-intelligence penalty")
+    mas_lambda: float = Field(1.0, ge=0, le=1e9, description="mas: weight of the memory-aware-synapses penalty")
+    mas_alpha: float = Field(0.5, ge=0, le=1, description="mas: share of the old importances kept per experience")
+    lwf_alpha: float = Field(1.0, ge=0, le=100, description="lwf, replay-lwf: weight of the distillation loss")
+    lwf_temperature: float = Field(2.0, gt=0, le=100, description="lwf, replay-lwf: distillation temperature")
+    agem_memory: int = Field(256, ge=1, le=100_000, description="agem: examples in the reference memory")
+    agem_sample: int = Field(16, ge=1, le=4096, description="agem: memory examples per reference gradient")
+    gem_memory: int = Field(32, ge=1, le=10_000, description="gem: examples in the reference memory")
+    gem_groups: int = Field(4, ge=1, le=64, description="gem: gradient constraints (memory groups) per step")
+    gem_strength: float = Field(0.5, ge=0, le=10, description="gem: margin of the gradient projection (gamma)")
+    der_alpha: float = Field(0.1, ge=0, le=100, description="der: weight of the logit-matching loss on replay")
+    der_beta: float = Field(0.5, ge=0, le=100, description="der: weight of the label loss on replay (DER++)")
     batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
@@ -62,6 +96,14 @@ class LearnerSettings(BaseStreamclSettings):
     eval_recent: int = Field(
         128, ge=0, description="held-out recent examples kept for the promotion gate (after the per-domain samples)"
     )
+
+    @model_validator(mode="after")
+    def _memories_fit(self) -> LearnerSettings:
+        if self.agem_sample > self.agem_memory:
+            raise ValueError(f"agem_sample ({self.agem_sample}) must not exceed agem_memory ({self.agem_memory})")
+        if self.gem_groups > self.gem_memory:
+            raise ValueError(f"gem_groups ({self.gem_groups}) must not exceed gem_memory ({self.gem_memory})")
+        return self
 
     @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", mode="before")
     @classmethod
