@@ -20,6 +20,11 @@ class ServeSettings(BaseStreamclSettings):
     admin_token: SecretStr | None = Field(None, description="admin calls need it; unset: refused")
     max_texts_per_request: int = Field(256, ge=1, le=100_000, description="texts per predict request")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
+    serve_ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="haproxy: HAProxy sends requests straight to the replicas (Ray Serve's throughput-optimized "
+        "mode); proxy: through Ray Serve's Python proxy. On a Ray cluster, its environment decides (docs)",
+    )
     replicas: int = Field(1, ge=1, le=64, description="Serve replicas")
     max_replicas: int | None = Field(
         None, ge=1, le=1024, description="autoscale between STREAMCL_REPLICAS and this many replicas; unset: fixed"
@@ -32,7 +37,9 @@ class ServeSettings(BaseStreamclSettings):
     max_ongoing_requests: int = Field(
         64, ge=1, le=10_000, description="requests a replica takes at once (they are batched together)"
     )
-    max_batch_texts: int = Field(64, ge=1, le=4096, description="texts per forward pass when batching requests")
+    max_batch_texts: int = Field(
+        32, ge=1, le=4096, description="texts per forward pass when batching requests (longer batches pad more)"
+    )
     replica_warm_versions: int = Field(
         3, ge=0, le=64, description="versions each replica keeps loaded besides the serving one (fast swaps)"
     )
