@@ -70,6 +70,7 @@ with warnings.catch_warnings():
     from avalanche.training.utils import ParamData, trigger_plugins
 
 from learners.base import Example, Learner
+from learners.finetune import make_optimizer, scale_lrs
 from learners.model import TextClassifier
 
 log = logging.getLogger(__name__)
@@ -774,12 +775,7 @@ class AvalancheLearner(Learner):
 
     # construction ---------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        head = list(self.model.head.parameters())
-        encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": self.head_lr * self.lr_scale, "base": self.head_lr}]
-        if encoder:
-            groups.append({"params": encoder, "lr": self.lr * self.lr_scale, "base": self.lr})
-        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        return make_optimizer(self.model, self.lr, self.head_lr, self.weight_decay, self.lr_scale)
 
     def _make_strategy(self) -> Any:
         parts = COMPONENTS[self.strategy]
@@ -834,8 +830,7 @@ class AvalancheLearner(Learner):
     # learning -------------------------------------------------------------------------------
     def set_lr_scale(self, factor: float) -> bool:
         self.lr_scale = factor
-        for group in self._optimizer.param_groups:
-            group["lr"] = group["base"] * factor
+        scale_lrs(self._optimizer, factor)
         return True
 
     def learn(self, batch: Sequence[Example]) -> list[str | None]:

@@ -11,6 +11,24 @@ from learners.base import Example, Learner
 from learners.model import TextClassifier
 
 
+def make_optimizer(
+    model: TextClassifier, lr: float, head_lr: float, weight_decay: float, lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
+    """AdamW over the head (``head_lr``) and the trainable encoder layers (``lr``), both times
+    ``lr_scale``; each group remembers its configured rate as ``base``."""
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    groups = [{"params": list(model.head.parameters()), "lr": head_lr * lr_scale, "base": head_lr}]
+    if encoder:
+        groups.append({"params": encoder, "lr": lr * lr_scale, "base": lr})
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def scale_lrs(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every group of a :func:`make_optimizer` optimizer to ``factor`` times its base rate."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base"] * factor
+
+
 class FineTuneLearner(Learner):
     """Fine-tunes the top ``trainable_layers`` of the encoder and the head with AdamW.
 
@@ -43,18 +61,11 @@ class FineTuneLearner(Learner):
         self._optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        groups = [
-            {"params": list(self.model.head.parameters()), "lr": self.head_lr * self.lr_scale, "base": self.head_lr}
-        ]
-        if encoder:
-            groups.append({"params": encoder, "lr": self.lr * self.lr_scale, "base": self.lr})
-        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        return make_optimizer(self.model, self.lr, self.head_lr, self.weight_decay, self.lr_scale)
 
     def set_lr_scale(self, factor: float) -> bool:
         self.lr_scale = factor
-        for group in self._optimizer.param_groups:
-            group["lr"] = group["base"] * factor
+        scale_lrs(self._optimizer, factor)
         return True
 
     def learn(self, batch: Sequence[Example]) -> list[str | None]:
