@@ -108,16 +108,13 @@ class Platform:
             ephemeral = True
         else:
             stream = stream.model_copy(update={"state_dir": stream.state_dir.resolve()})
-        learner = LearnerSettings(**overrides.pop("learner", {}))
-        platform = PlatformSettings(**overrides.pop("platform", {}))
         return cls(
             stream,
-            learner,
+            LearnerSettings(**overrides.pop("learner", {})),
             ServeSettings(**overrides.pop("serve", {})),
-            platform,
+            PlatformSettings(**overrides.pop("platform", {})),
             MonitorSettings(**overrides.pop("monitor", {})),
             ephemeral_state=ephemeral,
-            models=model_specs(stream, learner, platform.models),
         )
 
     def __post_init__(self) -> None:
@@ -229,7 +226,7 @@ class Platform:
     def cpu_reservations(self) -> dict[str, float]:
         """Ray CPUs each part reserves (they must fit in the local Ray's CPUs)."""
         p, st = self.platform, self.serve_settings
-        n = len(self.models) or 1
+        n = len(self.models)
         out = {
             "learners": n * p.learner_cpus,
             "joiners": n * p.joiners * p.joiner_cpus,

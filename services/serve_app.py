@@ -351,6 +351,8 @@ class Served:
         )
         self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts, executor)
         self.events = events
+        self.log_dropped = self.metrics.events_dropped.labels("prediction_log")
+        self.feedback_dropped = self.metrics.events_dropped.labels("feedback")
         self.controller_handle: Any = None
 
     def _swapped(self, version: int) -> None:
@@ -451,13 +453,12 @@ class Api:
         m.metrics.predicted.inc(len(texts))
         if self.settings.log_predictions:
             topics = m.stream.topics
-            dropped = m.metrics.events_dropped.labels("prediction_log")
             for id_, text, domain, p in zip(ids, texts, domains, preds):
-                m.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain), dropped)
+                m.events.put(topics.texts, TextEvent(id=id_, text=text, domain=domain), m.log_dropped)
                 m.events.put(
                     topics.predictions,
                     PredictionEvent(id=id_, label=p.label, scores=p.scores, model_version=version),
-                    dropped,
+                    m.log_dropped,
                 )
         return JSONResponse(
             {
@@ -494,9 +495,8 @@ class Api:
                 raise ApiError(422, exc.reason, f"item {i}: {exc.detail}") from None
         if not m.events.room(len(events)):  # backpressure: the client retries, nothing is lost silently
             raise ApiError(503, "overloaded", "the event queue to Kafka is full; retry later")
-        dropped = m.metrics.events_dropped.labels("feedback")
         for ev in events:
-            m.events.put(m.stream.topics.feedback, ev, dropped)
+            m.events.put(m.stream.topics.feedback, ev, m.feedback_dropped)
         m.metrics.feedback.inc(len(events))
         return JSONResponse({"accepted": len(events)}, status_code=202)
 

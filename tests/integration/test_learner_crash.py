@@ -10,10 +10,10 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry
+from test_learner_service import learner_settings, run_until
 
 from learners.registry import LocalRegistry
 from learners.service import LearnerService
-from learners.settings import LearnerSettings
 from streaming.events import LabeledExample
 from streaming.kafka import Producer
 from streaming.metrics import Metrics, sample_value
@@ -48,27 +48,9 @@ def lineage_of(registry, version):
 
 
 def settings(tmp_path, **kw):
-    values = {
-        "registry_uri": str(tmp_path / "registry"),
-        "strategy": "naive",
-        "batch_size": 8,
-        "max_length": 24,
-        "trainable_layers": 1,
-        "version_every_n": 24,
-        "version_every_s": 1.0,
-        "eval_holdout_every": 4,
-        "eval_per_domain": 6,
-        "eval_recent": 4,
-    }
-    values.update(kw)
-    return LearnerSettings(**values)
-
-
-def run_until(service, predicate, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, service.status()
-        service.step(0.2)
+    small = {"strategy": "naive", "max_length": 24, "trainable_layers": 1, "version_every_n": 24}
+    holdout = {"version_every_s": 1.0, "eval_holdout_every": 4, "eval_per_domain": 6, "eval_recent": 4}
+    return learner_settings(tmp_path, **{**small, **holdout, **kw})
 
 
 def test_a_failed_training_step_reads_its_batch_again(make_settings, tmp_path):
