@@ -47,6 +47,7 @@ __all__ = [
     "BASELINES",
     "DEFAULT_DOMAIN",
     "ORDERS",
+    "backward_transfer",
     "boundaries",
     "check_strategies",
     "evaluate_stream",
@@ -184,6 +185,16 @@ def forgetting(matrix: Sequence[Sequence[float]]) -> float | None:
     return sum(drops) / len(drops)
 
 
+def backward_transfer(matrix: Sequence[Sequence[float]]) -> float | None:
+    """Average, over every domain but the last, of its final accuracy minus its accuracy right
+    after its own training (row j): negative is forgetting, positive is later training helping
+    it (Lopez-Paz & Ranzato 2017). None with fewer than two domains."""
+    t = len(matrix)
+    if t < 2:
+        return None
+    return sum(matrix[-1][j] - matrix[j][j] for j in range(t - 1)) / (t - 1)
+
+
 def gap_closure(strategy: float | None, naive: float | None, iid: float | None) -> float | None:
     """(strategy − naive) / (iid − naive) on final average accuracy: 0 is no better than naive
     fine-tuning, 1 matches the shuffled one-pass upper bound. None without both baselines or
@@ -266,6 +277,7 @@ def evaluate_stream(
     return {
         "final_avg_accuracy": sum(final) / len(final),
         "forgetting": forgetting(matrix),
+        "backward_transfer": backward_transfer(matrix),
         "prequential_accuracy": correct / total if total else None,
         "examples_per_second": total / learn_s if learn_s > 0 else None,
         "train_examples": total,
@@ -470,17 +482,24 @@ def _fmt(value: Any, spec: str) -> str:
 
 def format_table(bench: Mapping[str, Any]) -> str:
     """A short text table of the headline figures per strategy."""
-    head = f"{'strategy':<16} {'final_acc':>9} {'forgetting':>10} {'prequential':>11} {'ex/s':>8} {'gap_closure':>11}"
+    head = (
+        f"{'strategy':<16} {'final_acc':>9} {'forgetting':>10} {'bwt':>7} {'prequential':>11} {'ex/s':>8} "
+        f"{'gap_closure':>11}"
+    )
     lines = [head, "-" * len(head)]
     for name, r in bench["results"].items():
         if "error" in r:
             lines.append(f"{name:<16} error: {r['error']}")
             continue
-        lines.append(
-            f"{name:<16} {_fmt(r.get('final_avg_accuracy'), '.3f'):>9} {_fmt(r.get('forgetting'), '.3f'):>10} "
-            f"{_fmt(r.get('prequential_accuracy'), '.3f'):>11} {_fmt(r.get('examples_per_second'), '.1f'):>8} "
-            f"{_fmt(r.get('gap_closure'), '.3f'):>11}"
-        )
+        figures = [
+            (r.get("final_avg_accuracy"), ".3f", 9),
+            (r.get("forgetting"), ".3f", 10),
+            (r.get("backward_transfer"), ".3f", 7),
+            (r.get("prequential_accuracy"), ".3f", 11),
+            (r.get("examples_per_second"), ".1f", 8),
+            (r.get("gap_closure"), ".3f", 11),
+        ]
+        lines.append(f"{name:<16} " + " ".join(f"{_fmt(v, spec):>{width}}" for v, spec, width in figures))
     lines += [f"note: {note}" for note in bench.get("notes", [])]
     return "\n".join(lines)
 

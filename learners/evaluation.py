@@ -1,7 +1,9 @@
 """Held-out evaluation while streaming: every k-th example of a domain is kept out of
 training (up to a number per domain) and each new version is scored on those samples, giving
 per-domain accuracy, forgetting (best earlier accuracy of a domain minus the current one),
-their averages, and the accuracy matrix over versions."""
+backward transfer (a domain's accuracy now minus its accuracy at the last version written while
+it was still streaming, averaged over the domains no longer streaming), their averages, and the
+accuracy matrix over versions."""
 
 from __future__ import annotations
 
@@ -33,12 +35,15 @@ class Holdout:
         self.best: dict[str, float] = {}
         self.best_size: dict[str, int] = {}  # the sample size ``best`` was measured on
         self.last: dict[str, float] = {}
+        self.learned: dict[str, float] = {}  # accuracy at the last evaluation while it streamed
+        self._streaming: set[str] = set()  # domains seen since the last evaluation
 
     def take(self, ex: Example) -> bool:
         """True when ``ex`` is held out (then it must not be trained on)."""
         if self.every <= 0:
             return False
         domain = ex.domain or DEFAULT_DOMAIN
+        self._streaming.add(domain)
         n = self.seen.get(domain, 0)
         self.seen[domain] = n + 1
         kept = self.samples.setdefault(domain, [])
@@ -72,12 +77,20 @@ class Holdout:
             self.best[domain] = max(self.best[domain], acc)
             forgetting[domain] = self.best[domain] - acc
         self.last = accuracy
+        transfer = {}
+        for domain, acc in accuracy.items():
+            if domain in self._streaming:
+                self.learned[domain] = acc
+            elif domain in self.learned:
+                transfer[domain] = acc - self.learned[domain]
+        self._streaming = set()
         n = len(accuracy)
         return {
             "domain_accuracy": accuracy,
             "domain_forgetting": forgetting,
             "average_accuracy": (sum(accuracy.values()) / n) if n else None,
             "forgetting": (sum(forgetting.values()) / n) if n else None,
+            "backward_transfer": (sum(transfer.values()) / len(transfer)) if transfer else None,
             "holdout_sizes": {d: len(r) for d, r in self.samples.items()},
         }
 
@@ -88,6 +101,7 @@ class Holdout:
             "seen": self.seen,
             "best": self.best,
             "best_size": self.best_size,
+            "learned": self.learned,
             "recent": list(self.recent) if self.keep_recent else [],
         }
         (folder / HOLDOUT_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
@@ -102,6 +116,7 @@ class Holdout:
         self.seen = {d: int(n) for d, n in state.get("seen", {}).items()}
         self.best = {d: float(a) for d, a in state.get("best", {}).items()}
         self.best_size = {d: int(n) for d, n in state.get("best_size", {}).items()}
+        self.learned = {d: float(a) for d, a in state.get("learned", {}).items()}
         self.recent.clear()
         if self.keep_recent:
             self.recent.extend((str(t), str(y), str(d)) for t, y, d in state.get("recent", []))

@@ -136,6 +136,19 @@ def test_forgetting_is_best_earlier_minus_final_over_all_but_the_last_domain():
     assert bench.forgetting([[0.7]]) is None
 
 
+def test_backward_transfer_is_final_minus_just_trained_over_all_but_the_last_domain():
+    matrix = [
+        [0.9, 0.1, 0.0],
+        [0.6, 0.8, 0.1],
+        [0.5, 0.7, 0.9],
+    ]
+    # domain 0: 0.5 - 0.9 = -0.4; domain 1: 0.7 - 0.8 = -0.1
+    assert bench.backward_transfer(matrix) == pytest.approx(-0.25)
+    # later training that helps an earlier domain is positive
+    assert bench.backward_transfer([[0.2, 0.0], [0.6, 0.9]]) == pytest.approx(0.4)
+    assert bench.backward_transfer([[0.7]]) is None
+
+
 def test_gap_closure_arithmetic():
     assert bench.gap_closure(0.6, 0.5, 0.9) == pytest.approx(0.25)
     assert bench.gap_closure(0.9, 0.5, 0.9) == pytest.approx(1.0)
@@ -316,5 +329,6 @@ def test_small_real_run_writes_every_figure_and_the_plot(capsys, tmp_path, tiny_
         assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
         assert r["final_avg_accuracy"] == pytest.approx(sum(matrix[-1]) / 3)
         assert r["forgetting"] == pytest.approx(bench.forgetting(matrix))
+        assert r["backward_transfer"] == pytest.approx(bench.backward_transfer(matrix))
         assert r["train_examples"] == 24 and r["resolved"] == "naive"
     assert result["results"]["naive"]["gap_closure"] in (0.0, None)

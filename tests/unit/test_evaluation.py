@@ -40,3 +40,22 @@ def test_a_growing_sample_does_not_count_as_forgetting():
     assert h.evaluate(lambda texts: ["pos"] * len(texts))["domain_forgetting"] == {"a": 0.0}
     assert h.evaluate(lambda texts: ["neg"] * len(texts))["domain_forgetting"] == {"a": 0.0}
     assert h.evaluate(lambda texts: ["pos"] * len(texts))["domain_forgetting"] == {"a": 0.5}
+
+
+def test_backward_transfer_compares_a_domain_with_its_last_evaluation_while_it_streamed(tmp_path):
+    h = Holdout(every=1, per_domain=10)
+    for i in range(4):
+        h.take(Example(f"a{i}", "pos", "a"))
+    first = h.evaluate(lambda texts: ["pos"] * len(texts))
+    assert first["backward_transfer"] is None  # every domain is still streaming
+    for i in range(4):
+        h.take(Example(f"b{i}", "neg", "b"))
+    # "a" stopped streaming: 1.0 when it was learned, 0.0 now; "b" is streaming
+    second = h.evaluate(lambda texts: ["neg"] * len(texts))
+    assert second["backward_transfer"] == -1.0
+    h.save(tmp_path)
+    again = Holdout(every=1, per_domain=10)
+    again.load(tmp_path)
+    # neither streamed since: "a" 1.0 -> 1.0 and "b" 1.0 -> 0.0
+    third = again.evaluate(lambda texts: ["pos"] * len(texts))
+    assert third["backward_transfer"] == -0.5
