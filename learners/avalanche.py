@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ with warnings.catch_warnings():
     from avalanche.training.utils import ParamData, trigger_plugins
 
 from learners.base import Example, Learner
-from learners.finetune import make_optimizer, scale_lrs
+from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, scale_lrs
 from learners.model import TextClassifier
 
 log = logging.getLogger(__name__)
@@ -191,11 +192,13 @@ def _items_load(rows: Sequence[Sequence[Any]], tensors: Tensors, prefix: str, mo
 
 class _Memory:
     """A bounded sample of the stream: ``reservoir`` (every example so far equally likely to
-    be kept) or ``class_balanced`` (an equal share per label, a reservoir within each)."""
+    be kept) or ``class_balanced`` (an equal share per label, a reservoir within each); at most
+    ``size`` examples and at most ``fraction`` of those seen so far."""
 
-    def __init__(self, size: int, policy: str) -> None:
+    def __init__(self, size: int, policy: str, fraction: float = 1.0) -> None:
         self.size = size
         self.policy = policy
+        self.fraction = fraction
         self._groups: dict[str, list[_Item]] = {}
         self._seen: dict[str, int] = {}
 
@@ -209,7 +212,8 @@ class _Memory:
         return item.example.label if self.policy == "class_balanced" else ""
 
     def _cap(self) -> int:
-        return max(1, self.size // max(1, len(self._groups)))
+        allowed = min(self.size, math.floor(self.fraction * sum(self._seen.values()) + 1e-9))
+        return allowed // max(1, len(self._groups))
 
     def add(self, items: Sequence[_Item]) -> None:
         for it in items:
@@ -220,8 +224,8 @@ class _Memory:
                 for g in self._groups.values():  # a new label takes its share from the others
                     while len(g) > cap:
                         g.pop(int(torch.randint(len(g), ())))
-            group, cap = self._groups[key], self._cap()
             self._seen[key] += 1
+            group, cap = self._groups[key], self._cap()
             if len(group) < cap:
                 group.append(it)
             else:
@@ -696,6 +700,7 @@ class AvalancheLearner(Learner):
         "batch_size",
         "window",
         "replay_buffer",
+        "replay_fraction",
         "replay_ratio",
         "replay_policy",
         "ewc_lambda",
@@ -725,9 +730,10 @@ class AvalancheLearner(Learner):
         seed: int = 0,
         batch_size: int = 16,
         window: int = 128,
-        replay_buffer: int = 500,
-        replay_ratio: float = 1.0,
-        replay_policy: str = "reservoir",
+        replay_buffer: int = 2000,
+        replay_fraction: float = 0.1,
+        replay_ratio: float = 0.25,
+        replay_policy: str = "class_balanced",
         ewc_lambda: float = 100.0,
         ewc_decay: float = 0.9,
         si_lambda: float = 100.0,
@@ -753,6 +759,7 @@ class AvalancheLearner(Learner):
         self.trainable_layers, self.seed = trainable_layers, seed
         self.batch_size, self.window = batch_size, window
         self.replay_buffer, self.replay_ratio, self.replay_policy = replay_buffer, replay_ratio, replay_policy
+        self.replay_fraction = replay_fraction
         self.ewc_lambda, self.ewc_decay = ewc_lambda, ewc_decay
         self.si_lambda = si_lambda
         self.mas_lambda, self.mas_alpha = mas_lambda, mas_alpha
@@ -784,7 +791,7 @@ class AvalancheLearner(Learner):
         plugins: list[Any] = [self._prequential]
         for part in parts:
             if part == "replay":
-                memory = _Memory(self.replay_buffer, self.replay_policy)
+                memory = _Memory(self.replay_buffer, self.replay_policy, self.replay_fraction)
                 plugins.append(_ReplayPlugin(memory, labels, self.batch_size, mem_batch))
             elif part == "ewc":
                 plugins.append(_EWC(self.ewc_lambda, self.ewc_decay))
@@ -817,7 +824,7 @@ class AvalancheLearner(Learner):
             if "der" not in parts:
                 return _Template(**common)
             der = _DER(
-                memory=_Memory(self.replay_buffer, self.replay_policy),
+                memory=_Memory(self.replay_buffer, self.replay_policy, self.replay_fraction),
                 labels=labels,
                 batch_size_mem=mem_batch,
                 alpha=self.der_alpha,
@@ -919,9 +926,7 @@ class AvalancheLearner(Learner):
             "components": {},
         }
         tensors["rng"] = self._rng_state
-        for name, p in self._packed.named_parameters():
-            for k, v in self._optimizer.state.get(p, {}).items():
-                tensors[f"optimizer.{name}:{k}"] = v if isinstance(v, Tensor) else torch.tensor(float(v))
+        tensors.update(optimizer_tensors(self._optimizer, self._packed.named_parameters()))
         for component in self._components:
             cmeta, ctensors = component.state()
             meta["components"][component.key] = cmeta
@@ -946,10 +951,7 @@ class AvalancheLearner(Learner):
         for k, v in meta["clock"].items():
             setattr(self._strategy.clock, k, int(v))
         self._window = _items_load(meta.get("window", []), tensors, "window", self.model)
-        for name, p in self._packed.named_parameters():
-            state = {k.split(":", 1)[1]: v for k, v in tensors.items() if k.split(":", 1)[0] == f"optimizer.{name}"}
-            if state and all(v.shape == p.shape for k, v in state.items() if k != "step"):
-                self._optimizer.state[p] = state
+        load_optimizer_tensors(self._optimizer, self._packed.named_parameters(), tensors)
         for component in self._components:
             component.load(meta["components"].get(component.key, {}), tensors, self)
 

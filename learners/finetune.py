@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import torch
-from torch import nn
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
 
 from learners.base import Example, Learner
 from learners.model import TextClassifier
+
+#: The optimizer's moments of a fine-tuning learner (safetensors; see optimizer_tensors).
+OPTIMIZER_FILE = "finetune.safetensors"
 
 
 def make_optimizer(
@@ -29,6 +34,26 @@ def scale_lrs(optimizer: torch.optim.Optimizer, factor: float) -> None:
         group["lr"] = group["base"] * factor
 
 
+def optimizer_tensors(optimizer: torch.optim.Optimizer, named: Iterable[tuple[str, Tensor]]) -> dict[str, Tensor]:
+    """The optimizer's per-parameter state as ``optimizer.<parameter name>:<key>`` tensors."""
+    out: dict[str, Tensor] = {}
+    for name, p in named:
+        for k, v in optimizer.state.get(p, {}).items():
+            out[f"optimizer.{name}:{k}"] = v if isinstance(v, Tensor) else torch.tensor(float(v))
+    return out
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, named: Iterable[tuple[str, Tensor]], tensors: Mapping[str, Tensor]
+) -> None:
+    """Put back what :func:`optimizer_tensors` saved, for the parameters whose shapes still match."""
+    for name, p in named:
+        prefix = f"optimizer.{name}:"
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if state and all(v.shape == p.shape for k, v in state.items() if k != "step"):
+            optimizer.state[p] = state
+
+
 class FineTuneLearner(Learner):
     """Fine-tunes the top ``trainable_layers`` of the encoder and the head with AdamW.
 
@@ -37,6 +62,7 @@ class FineTuneLearner(Learner):
     """
 
     name = "naive"
+    exact_resume = True
 
     def __init__(
         self,
@@ -93,8 +119,25 @@ class FineTuneLearner(Learner):
                 preds = [None] * len(batch)
         index = {label: i for i, label in enumerate(model.labels)}
         target = torch.tensor([index[ex.label] for ex in examples])
-        loss = self._loss(logits, target)
+        loss = self._objective(logits, target, len(batch))
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
         return preds
+
+    def _objective(self, logits: Tensor, target: Tensor, n_new: int) -> Tensor:
+        """The loss of one step; the first ``n_new`` rows are the new examples."""
+        return self._loss(logits, target)  # type: ignore[no-any-return]
+
+    def _trained(self) -> list[tuple[str, Tensor]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def save_state(self, folder: Path) -> None:
+        """The optimizer's moments (a resumed learner takes the very same next step)."""
+        tensors = optimizer_tensors(self._optimizer, self._trained())
+        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(folder / OPTIMIZER_FILE))
+
+    def load_state(self, folder: Path) -> None:
+        path = folder / OPTIMIZER_FILE
+        if path.is_file():
+            load_optimizer_tensors(self._optimizer, self._trained(), load_file(str(path)))

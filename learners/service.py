@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,20 @@ def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
     }
     if settings.strategy == "naive":
         return FineTuneLearner(model, **common)
-    if settings.strategy == "replay" and settings.replay_policy == "reservoir":
-        from learners.rehearsal import ReplayLearner
+    if settings.strategy in ("replay", "er-ace"):
+        from learners.rehearsal import ERACELearner, ReplayLearner
 
-        return ReplayLearner(model, buffer_size=settings.replay_buffer, replay_ratio=settings.replay_ratio, **common)
-    # every other strategy (and class-balanced replay) runs through Avalanche: imported only here
+        factory = ERACELearner if settings.strategy == "er-ace" else ReplayLearner
+        return factory(
+            model,
+            buffer_size=settings.replay_buffer,
+            buffer_fraction=settings.replay_fraction,
+            replay_ratio=settings.replay_ratio,
+            replay_policy=settings.replay_policy,
+            logit_alpha=settings.replay_logit_alpha,
+            **common,
+        )
+    # every other strategy runs through Avalanche: imported only here
     from learners.avalanche import AvalancheLearner
 
     own = {name: getattr(settings, name) for name in AvalancheLearner.SETTINGS}
@@ -61,8 +71,13 @@ STATE_CHECKPOINTS = 2
 
 
 def _fresh_lineage() -> dict[str, list[str]]:
-    """Ids trained on, ids held out for evaluation, and where the undecodable records were."""
-    return {"trained": [], "held_out": [], "skipped": []}
+    """Ids trained on, ids held out for evaluation, where the undecodable records were, and
+    ids left out by the backlog policy."""
+    return {"trained": [], "held_out": [], "skipped": [], "backlog_skipped": []}
+
+
+#: Most records one step reads while catching up on a backlog (it trains on batch_size of them).
+CATCH_UP_RECORDS = 2000
 
 
 def bootstrap_registry(registry: Registry, settings: LearnerSettings) -> dict[str, Any]:
@@ -128,6 +143,9 @@ class LearnerService:
         self._since_version = 0
         self._last_version = time.monotonic()
         self._last_lag = 0.0
+        self._lag = 0
+        self._backlog_rng = random.Random(settings.seed)
+        self._backlog_dropped: list[str] = []
         metrics.labels_known.set(len(self.model.labels))
         log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
 
@@ -159,8 +177,33 @@ class LearnerService:
             return meta
         raise RegistryError(f"{self.registry.uri}: no version can be resumed (every one is pruned or corrupt)")
 
+    def _behind(self) -> int:
+        """Labeled examples beyond ``backlog_max`` the learner is behind (sample policy; 0
+        otherwise). The lag is read every 2 s, and at every step while catching up."""
+        now = time.monotonic()
+        if now - self._last_lag > 2.0 or self._lag > self.stream.backlog_max:
+            self._last_lag = now
+            self._lag = self._consumer.lag()
+            self.metrics.learner_lag.set(self._lag)
+        if self.stream.backlog_policy != "sample":
+            return 0
+        return max(0, self._lag - self.stream.backlog_max)
+
+    def _sample_backlog(self, batch: list[LabeledExample]) -> list[LabeledExample]:
+        """A uniform random sample of ``batch_size`` of ``batch`` (in stream order); the rest is
+        recorded as skipped by the backlog policy."""
+        n = self.settings.batch_size
+        if len(batch) <= n:
+            return batch
+        keep = set(self._backlog_rng.sample(range(len(batch)), n))
+        dropped = [ev.id for i, ev in enumerate(batch) if i not in keep]
+        self._backlog_dropped = dropped
+        return [ev for i, ev in enumerate(batch) if i in keep]
+
     def step(self, timeout_s: float = 0.5) -> int:
-        records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size)
+        behind = self._behind()
+        records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size + min(behind, CATCH_UP_RECORDS))
+        self._lag = max(0, self._lag - len(records))
         batch: list[LabeledExample] = []
         skipped: list[str] = []
         offsets: dict[str, int] = {}
@@ -174,6 +217,8 @@ class LearnerService:
                 self.metrics.dlq.labels(exc.reason).inc()
                 skipped.append(where)
             offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
+        self._backlog_dropped = []
+        batch = self._sample_backlog(batch)
         try:
             if batch:
                 self.train(batch)
@@ -184,12 +229,12 @@ class LearnerService:
             raise
         self._offsets.update(offsets)
         self._lineage["skipped"] += skipped
+        if self._backlog_dropped:
+            self._lineage["backlog_skipped"] += self._backlog_dropped
+            self.metrics.backlog_skipped.inc(len(self._backlog_dropped))
         if self._drift_consumer is not None:
             self._poll_drift_events()
         now = time.monotonic()
-        if now - self._last_lag > 2.0:
-            self._last_lag = now
-            self.metrics.learner_lag.set(self._consumer.lag())
         # every N trained examples, or after T seconds when anything was consumed (held-out and
         # dead-lettered records too: their offsets get checkpointed and committed as well)
         consumed = any(self._lineage.values())
@@ -308,6 +353,8 @@ class LearnerService:
         if evaluation["average_accuracy"] is not None:
             m.average_accuracy.set(evaluation["average_accuracy"])
             m.forgetting.set(evaluation["forgetting"])
+        if evaluation["backward_transfer"] is not None:
+            m.backward_transfer.set(evaluation["backward_transfer"])
 
         lineage = self._lineage
         meta: dict[str, Any] = {}

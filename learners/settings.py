@@ -9,9 +9,9 @@ from pydantic_settings import NoDecode
 
 from streaming.settings import BaseStreamclSettings
 
-Strategy = Literal["naive", "replay", "ewc", "si", "mas", "lwf", "agem", "gem", "der", "replay-lwf"]
+Strategy = Literal["naive", "replay", "er-ace", "ewc", "si", "mas", "lwf", "agem", "gem", "der", "replay-lwf"]
 
-#: Strategies a learner can be built with, by name (naive and replay are streamcl's own
+#: Strategies a learner can be built with, by name (naive, replay and er-ace are streamcl's own
 #: fine-tuning learners; the others run through Avalanche, see learners/avalanche.py).
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
@@ -29,15 +29,29 @@ class LearnerSettings(BaseStreamclSettings):
         description="model registry: a path, file:// or s3://bucket/prefix (AWS_* credentials, AWS_ENDPOINT_URL "
         "for S3-compatible stores); unset: <state_dir>/registry",
     )
-    strategy: Strategy = Field("replay", description=f"learning strategy: {', '.join(STRATEGIES)}")
+    strategy: Strategy = Field("er-ace", description=f"learning strategy: {', '.join(STRATEGIES)}")
     replay_buffer: int = Field(
-        500, ge=1, le=100_000, description="replay, replay-lwf, der: examples kept in the replay buffer"
+        2000, ge=1, le=100_000, description="replay, er-ace, replay-lwf, der: most examples kept in the replay buffer"
+    )
+    replay_fraction: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="replay, er-ace, replay-lwf, der: the replay buffer holds at most this share of the examples "
+        "streamed so far",
     )
     replay_ratio: float = Field(
-        1.0, gt=0, le=8, description="replay, replay-lwf, der: replayed examples per new example in a step"
+        0.25, gt=0, le=8, description="replay, er-ace, replay-lwf, der: replayed examples per new example in a step"
+    )
+    replay_logit_alpha: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="replay, er-ace: weight of matching replayed examples' logits to the ones stored with them "
+        "(dark experience replay); 0: labels only",
     )
     replay_policy: Literal["reservoir", "class_balanced"] = Field(
-        "reservoir",
+        "class_balanced",
         description="what the replay buffer and the A-GEM/GEM memories keep: reservoir (a uniform sample of "
         "the stream) or class_balanced (an equal share per label)",
     )

@@ -243,14 +243,56 @@ class JoinerService:
             self._consumer.close()
             self._producer.close()
             raise
+        # throttle policy: hold back while the learner is too far behind, with the join clock
+        # stopped (nothing expires for the wait it causes)
+        self._learner: Consumer | None = None
+        self._learner_from: dict[str, int] = {}
+        self._throttled, self._last_throttle_check, self._paused_s = False, 0.0, 0.0
+        if settings.backlog_policy == "throttle":
+            self._learner = Consumer(
+                settings, group_id=f"{settings.consumer_group}.learner", client_id="streamcl-joiner-throttle"
+            )
+            self._learner_from = self._learner.assign([self.topics.labeled])
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
         self._dirty = False
         self.counts = {"consumed": 0, "joined": 0, "dlq": 0, "expired": 0}
         self._live_seen = {"correct": 0, "wrong": 0}
 
+    def learner_backlog(self) -> int:
+        """Labeled examples past the learner group's committed offsets (throttle policy)."""
+        assert self._learner is not None
+        ends = self._learner.end_offsets()
+        done = {**self._learner_from, **self._learner.committed(ends)}
+        return sum(max(0, end - done.get(key, 0)) for key, end in ends.items())
+
+    def _hold_back(self, timeout_s: float) -> bool:
+        """Throttle policy: True (after waiting ``timeout_s``) while the learner is behind."""
+        if self._learner is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_throttle_check >= 2.0:
+            self._last_throttle_check = now
+            throttled = self.learner_backlog() > self.settings.backlog_max
+            if throttled != self._throttled:
+                what = "more than backlog_max behind: joining held back" if throttled else "caught up: joining resumes"
+                log.warning("the learner is %s", what)
+            self._throttled = throttled
+            self.metrics.join_throttled.set(int(throttled))
+        if not self._throttled:
+            return False
+        time.sleep(timeout_s)
+        self._paused_s += time.monotonic() - now
+        return True
+
+    def _now(self) -> float:
+        """The join clock: wall time minus the time held back by the throttle."""
+        return self.clock() - self._paused_s
+
     def step(self, timeout_s: float = 0.2) -> int:
         """Poll once, handle what came, expire and checkpoint when due; returns records read."""
+        if self._hold_back(timeout_s):
+            return 0
         records = self._consumer.poll(timeout_s, max_records=5000)
         if records:
             self.handle(records)
@@ -265,7 +307,7 @@ class JoinerService:
     def handle(self, records: list[Record]) -> None:
         t = self.topics
         max_chars = self.settings.max_text_chars
-        now = self.clock()
+        now = self._now()
         state, publish, labeled = self.state, self._producer.publish, t.labeled
         ok: dict[str, int] = {}
         bad: dict[str, int] = {}
@@ -314,7 +356,7 @@ class JoinerService:
         self.counts["dlq"] += 1
 
     def _expire(self) -> None:
-        gone = self.state.expire(self.clock())
+        gone = self.state.expire(self._now())
         if gone.texts:
             self.metrics.join_expired.inc(gone.texts)
             self.counts["expired"] += gone.texts
@@ -360,3 +402,5 @@ class JoinerService:
         finally:
             self._consumer.close()
             self._producer.close()
+            if self._learner is not None:
+                self._learner.close()

@@ -83,6 +83,11 @@ class Metrics:
         )
         for kind in ("text", "feedback", "prediction"):
             self.join_pending.labels(kind)
+        self.join_throttled = Gauge(
+            "streamcl_join_throttled",
+            "1 while the joiner holds back because the learner is more than backlog_max behind (throttle policy)",
+            registry=r,
+        )
         # learning
         r = part("learner")
         self.trained = Counter("streamcl_learner_examples_trained", "Labeled examples trained on", registry=r)
@@ -91,6 +96,11 @@ class Metrics:
         )
         self.train_seconds = Counter("streamcl_learner_train_seconds", "Time spent training", registry=r)
         self.learner_lag = Gauge("streamcl_learner_lag", "Labeled examples not yet consumed by the learner", registry=r)
+        self.backlog_skipped = Counter(
+            "streamcl_learner_backlog_skipped",
+            "Labeled examples consumed but not trained on because the learner was too far behind (sample policy)",
+            registry=r,
+        )
         self.labels_known = Gauge("streamcl_model_labels", "Labels the newest model knows", registry=r)
         self.prequential = Gauge(
             "streamcl_prequential_accuracy", "Accuracy of predict-then-train on recent labeled examples", registry=r
@@ -123,6 +133,11 @@ class Metrics:
             "streamcl_average_accuracy", "Mean held-out accuracy over the domains seen", registry=r
         )
         self.forgetting = Gauge("streamcl_forgetting", "Mean forgetting over the domains seen", registry=r)
+        self.backward_transfer = Gauge(
+            "streamcl_backward_transfer",
+            "Mean change of held-out accuracy, since they stopped streaming, of the domains no longer streaming",
+            registry=r,
+        )
         self.drift_actions = Counter(
             "streamcl_drift_actions", "What the learner did on drift, by action", ["action"], registry=r
         )

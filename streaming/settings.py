@@ -79,6 +79,14 @@ class StreamSettings(BaseStreamclSettings):
     join_producer_process: bool = Field(
         True, description="the joiner produces from a child process (a core of its own)"
     )
+    backlog_max: int = Field(
+        5000, ge=1, description="labeled examples the learner may be behind before the backlog policy acts"
+    )
+    backlog_policy: Literal["sample", "throttle"] = Field(
+        "sample",
+        description="when the learner is more than backlog_max behind: sample (train on a random sample of the "
+        "backlog, count the rest as skipped) or throttle (the joiner stops joining until the learner caught up)",
+    )
     consumer_group: str = Field("streamcl", description="consumer group prefix")
     state_dir: Path = Field(Path(".state"), description="local state (registry, checkpoints)")
 

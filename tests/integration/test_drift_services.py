@@ -98,6 +98,7 @@ def test_learner_adapts_to_a_label_flip_and_to_monitor_events(make_settings, tmp
     ls = LearnerSettings(
         registry_uri=str(tmp_path / "registry"),
         labels=["negative", "neutral", "positive"],
+        strategy="naive",  # no replay: the flip shows in the errors right away
         batch_size=16,
         trainable_layers=0,  # head only: fast, and enough to learn and then miss the flip
         head_lr=0.05,

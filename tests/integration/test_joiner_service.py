@@ -161,3 +161,30 @@ def test_a_checkpoint_older_than_the_groups_offsets_is_set_aside(make_settings):
     assert sum(j.counts["consumed"] for j in again) == 0
     for j in again:
         j.close()
+
+
+def test_the_throttle_policy_holds_joining_back_while_the_learner_is_behind(make_settings):
+    s = make_settings(backlog_policy="throttle", backlog_max=3)
+    p = Producer(s)
+    for i in range(5):  # a backlog the learner has not consumed
+        p.publish(s.topics.labeled, LabeledExample(id=f"old{i}", text=f"old {i}", label="pos"))
+        p.flush()  # one batch each: tansu reports a topic's end from its last batch
+    for i in range(4):
+        p.publish(s.topics.texts, TextEvent(id=f"n{i}", text=f"new {i}"))
+        p.publish(s.topics.feedback, FeedbackEvent(id=f"n{i}", label="neg"))
+    p.flush()
+    p.close()
+    metrics = Metrics(CollectorRegistry(), parts=("joiner",))
+    j = JoinerService(s, metrics)
+    assert j.learner_backlog() == 5
+    for _ in range(5):
+        j.step(0.2)
+    assert j.counts["consumed"] == 0 and metrics.join_throttled._value.get() == 1
+    learner = Consumer(s, group_id=f"{s.consumer_group}.learner")
+    learner.assign([s.topics.labeled])
+    learner.commit({f"{s.topics.labeled}:0": 4})  # the learner caught up to within backlog_max
+    learner.close()
+    time.sleep(2.0)  # the next backlog check
+    run_until(j, lambda: j.counts["joined"] == 4)
+    assert metrics.join_throttled._value.get() == 0
+    j.close()

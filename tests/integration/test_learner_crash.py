@@ -40,9 +40,9 @@ def lineage_of(registry, version):
     while version is not None:
         meta = registry.meta(version)
         chain.append(version)
-        lineage = registry.lineage(version) or {"trained": [], "held_out": [], "skipped": []}
-        ids += lineage["trained"] + lineage["held_out"]
-        skipped += lineage["skipped"]
+        lineage = registry.lineage(version) or {}
+        ids += lineage.get("trained", []) + lineage.get("held_out", []) + lineage.get("backlog_skipped", [])
+        skipped += lineage.get("skipped", [])
         version = meta["parent"]
     return chain, ids, skipped
 
@@ -110,7 +110,7 @@ def test_killing_the_learner_actor_mid_stream_consumes_every_example_once(make_s
     from streaming.runtime import ServiceHost
 
     s = make_settings(state_dir=tmp_path / "state")
-    ls = settings(tmp_path)
+    ls = settings(tmp_path, strategy="er-ace")  # the default: a buffer, logits and moments to checkpoint
     n, bad = 480, {50, 200, 333}
     ray.init(num_cpus=2, include_dashboard=False, namespace="crash-test", log_to_driver=False)
     producer = None
@@ -177,10 +177,11 @@ def test_only_the_two_newest_versions_keep_the_learners_state(make_settings, tmp
     run_until(svc, lambda: svc.parent == 6)
     svc.close()
     versions = {m["version"]: m for m in svc.registry.versions()}
-    assert all(versions[v]["state_files"] == ["replay.json"] for v in range(2, 7))
+    state = ["finetune.safetensors", "replay.json"]  # optimizer moments; buffer and random state
+    assert [versions[v]["state_files"] for v in range(2, 7)] == [state] * 5
     with_state = [v for v, m in versions.items() if (svc.registry.local_path(v) / "replay.json").exists()]
     assert with_state == [5, 6]
-    assert versions[4]["dropped"] == ["replay.json"] and "replay.json" not in versions[4]["files"]
+    assert versions[4]["dropped"] == state and not set(state) & set(versions[4]["files"])
     # an older version still loads (weights intact) and serves
     from learners.model import TextClassifier
 

@@ -22,13 +22,17 @@ ROWS = [
 ]
 
 
-def publish(settings, n, start=0, labels=None):
+def publish(settings, n, start=0, labels=None, one_by_one=False):
+    """``one_by_one``: a flush per message, so every record is its own batch (tansu reports a
+    topic's end as its last batch's first offset + 1, which under-counts the lag otherwise)."""
     p = Producer(settings)
     for i in range(start, start + n):
         text, label = ROWS[i % len(ROWS)]
         p.publish(
             settings.topics.labeled, LabeledExample(id=f"e{i}", text=f"{text} {i}", label=(labels or {}).get(i, label))
         )
+        if one_by_one:
+            p.flush()
     p.flush()
     p.close()
 
@@ -121,3 +125,30 @@ def test_prequential_predictions_are_made_before_training(make_settings, tmp_pat
     assert acc is not None and 0.0 <= acc <= 1.0
     assert metrics.prequential._value.get() == acc
     assert metrics.trained._value.get() == 64
+
+
+def test_a_learner_far_behind_trains_on_a_sample_and_counts_the_rest_as_skipped(make_settings, tmp_path):
+    s = make_settings(backlog_max=40, backlog_policy="sample")
+    publish(s, 400, one_by_one=True)
+    metrics = Metrics(CollectorRegistry())
+    svc = LearnerService(s, learner_settings(tmp_path, version_every_n=1000), metrics)
+    run_until(svc, lambda: svc.status()["offsets"].get(f"{s.topics.labeled}:0") == 400, timeout_s=120)
+    trained, skipped = list(svc._lineage["trained"]), list(svc._lineage["backlog_skipped"])
+    svc.write_version()
+    svc.close()
+    # every example consumed exactly once: trained, or left out by the backlog policy
+    assert sorted(trained + skipped) == sorted(f"e{i}" for i in range(400))
+    assert skipped and len(trained) >= 40  # it caught up by sampling, and kept training
+    assert svc.trained_total == len(trained)
+    assert metrics.backlog_skipped._value.get() == len(skipped)
+    lineage = svc.registry.lineage(svc.parent)
+    assert lineage is not None and sorted(lineage["backlog_skipped"]) == sorted(skipped)
+
+
+def test_the_throttle_policy_trains_on_everything(make_settings, tmp_path):
+    s = make_settings(backlog_max=40, backlog_policy="throttle")
+    publish(s, 120, one_by_one=True)
+    svc = LearnerService(s, learner_settings(tmp_path, version_every_n=1000), Metrics(CollectorRegistry()))
+    run_until(svc, lambda: svc.trained_total == 120, timeout_s=120)
+    assert svc._lineage["backlog_skipped"] == []
+    svc.close()

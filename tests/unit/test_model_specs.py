@@ -31,7 +31,7 @@ def test_named_models_get_their_own_topics_group_state_and_settings():
     assert news.stream.topics.texts == "app.news.texts" and tickets.stream.topics.feedback == "support.tickets.feedback"
     assert news.stream.consumer_group == "streamcl.news" and news.stream.state_dir == Path("/state/models/news")
     assert news.learner.labels == ["world", "sports"] and news.learner.strategy == "naive"
-    assert tickets.learner.strategy == default.learner.strategy == "replay"
+    assert tickets.learner.strategy == default.learner.strategy == "er-ace"
     assert news.learner.model_name == "news" and news.actor("joiner-1") == "streamcl-joiner-1-news"
     assert news.metric_labels == {"model": "news"}
 
