@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,6 +74,7 @@ def main() -> None:
                 seen_version = version
             time.sleep(args.poll_s)
         consumer.close()
+        listed = api.versions()
     values = list(fresh.values())
     result = {
         "benchmark": "freshness",
@@ -83,6 +86,9 @@ def main() -> None:
         "freshness_p95_s": round(percentile(values, 0.95), 1) if values else None,
         "freshness_max_s": round(max(values), 1) if values else None,
         "versions_served": swaps,
+        # the gate's decisions over the run: the served version rises only through promotions
+        "versions_by_status": dict(Counter(str(m.get("status")) for m in listed)),
+        "served_versions_rising": all(a["version"] < b["version"] for a, b in pairwise(swaps)),
     }
     emit(result, args.out)
 

@@ -73,6 +73,7 @@ with warnings.catch_warnings():
 from learners.base import Example, Learner
 from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, scale_lrs
 from learners.model import TextClassifier
+from learners.rehearsal import POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ class _Memory:
         return [it for g in self._groups.values() for it in g]
 
     def _key(self, item: _Item) -> str:
+        if self.policy == "domain_class_balanced":
+            return f"{item.example.domain or ''}\t{item.example.label}"
         return item.example.label if self.policy == "class_balanced" else ""
 
     def _cap(self) -> int:
@@ -733,7 +736,7 @@ class AvalancheLearner(Learner):
         replay_buffer: int = 2000,
         replay_fraction: float = 0.1,
         replay_ratio: float = 0.25,
-        replay_policy: str = "class_balanced",
+        replay_policy: str = "domain_class_balanced",
         ewc_lambda: float = 100.0,
         ewc_decay: float = 0.9,
         si_lambda: float = 100.0,
@@ -751,8 +754,8 @@ class AvalancheLearner(Learner):
     ) -> None:
         if strategy not in COMPONENTS:
             raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(COMPONENTS)}")
-        if replay_policy not in ("reservoir", "class_balanced"):
-            raise ValueError(f"unknown replay_policy {replay_policy!r}; valid: reservoir, class_balanced")
+        if replay_policy not in POLICIES:
+            raise ValueError(f"unknown replay_policy {replay_policy!r}; valid: {', '.join(POLICIES)}")
         self.model = model
         self.name = self.strategy = strategy
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay

@@ -35,14 +35,15 @@ from learners.finetune import FineTuneLearner
 from learners.model import TextClassifier
 
 STATE_FILE = "replay.json"
-POLICIES = ("reservoir", "class_balanced")
+POLICIES = ("reservoir", "class_balanced", "domain_class_balanced")
 
 
 class ReplayBuffer:
     """At most ``size`` examples and at most ``fraction`` of those seen so far, kept by
     ``policy``: ``reservoir`` (every example seen about equally likely to be kept) or
     ``class_balanced`` (a full buffer makes room by evicting from its largest label, and an
-    example of a largest label replaces one of its own label with probability kept / seen)."""
+    example of a largest label replaces one of its own label with probability kept / seen), or
+    ``domain_class_balanced`` (the same over (domain, label) pairs)."""
 
     def __init__(self, size: int, fraction: float, policy: str, rng: random.Random) -> None:
         if policy not in POLICIES:
@@ -51,18 +52,23 @@ class ReplayBuffer:
         self.items: list[Example] = []
         self.logits: list[list[float] | None] = []  # each item's logits when it was trained on
         self.seen = 0
-        self.label_seen: Counter[str] = Counter()
+        self.group_seen: Counter[str] = Counter()
         self._rng = rng
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def group(self, ex: Example) -> str:
+        """What the balanced policies give equal shares to: the label, or the label within its
+        domain."""
+        return f"{ex.domain or ''}\t{ex.label}" if self.policy == "domain_class_balanced" else ex.label
 
     def capacity(self) -> int:
         return min(self.size, math.floor(self.fraction * self.seen + 1e-9))
 
     def add(self, ex: Example, logits: list[float] | None = None) -> None:
         self.seen += 1
-        self.label_seen[ex.label] += 1
+        self.group_seen[self.group(ex)] += 1
         if len(self.items) < self.capacity():
             self.items.append(ex)
             self.logits.append(logits)
@@ -71,15 +77,16 @@ class ReplayBuffer:
             if j < len(self.items):
                 self.items[j], self.logits[j] = ex, logits
         elif self.items:
-            counts = Counter(item.label for item in self.items)
+            group = self.group(ex)
+            counts = Counter(self.group(item) for item in self.items)
             top = max(counts.values())
-            if counts.get(ex.label, 0) < top:  # not a largest label: evict from one of those
-                victim = self._rng.choice(sorted(label for label, n in counts.items() if n == top))
-            elif self._rng.random() < counts[ex.label] / self.label_seen[ex.label]:
-                victim = ex.label
+            if counts.get(group, 0) < top:  # not a largest group: evict from one of those
+                victim = self._rng.choice(sorted(g for g, n in counts.items() if n == top))
+            elif self._rng.random() < counts[group] / self.group_seen[group]:
+                victim = group
             else:
                 return
-            slots = [i for i, item in enumerate(self.items) if item.label == victim]
+            slots = [i for i, item in enumerate(self.items) if self.group(item) == victim]
             j = self._rng.choice(slots)
             self.items[j], self.logits[j] = ex, logits
 
@@ -90,13 +97,13 @@ class ReplayBuffer:
     def state(self) -> dict[str, Any]:
         return {
             "seen": self.seen,
-            "label_seen": dict(self.label_seen),
+            "group_seen": dict(self.group_seen),
             "buffer": [[ex.text, ex.label, ex.domain, lg] for ex, lg in zip(self.items, self.logits, strict=True)],
         }
 
     def load(self, state: dict[str, Any]) -> None:
         self.seen = int(state.get("seen", 0))
-        self.label_seen = Counter({str(k): int(v) for k, v in state.get("label_seen", {}).items()})
+        self.group_seen = Counter({str(k): int(v) for k, v in state.get("group_seen", {}).items()})
         rows = state.get("buffer", [])[: self.size]
         self.items = [Example(str(row[0]), str(row[1]), row[2]) for row in rows]
         self.logits = [[float(x) for x in row[3]] if len(row) > 3 and row[3] is not None else None for row in rows]
@@ -115,8 +122,8 @@ class ReplayLearner(FineTuneLearner):
         buffer_size: int = 2000,
         buffer_fraction: float = 0.1,
         replay_ratio: float = 0.25,
-        replay_policy: str = "class_balanced",
-        logit_alpha: float = 0.0,
+        replay_policy: str = "domain_class_balanced",
+        logit_alpha: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)

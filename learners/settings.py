@@ -44,16 +44,17 @@ class LearnerSettings(BaseStreamclSettings):
         0.25, gt=0, le=8, description="replay, er-ace, replay-lwf, der: replayed examples per new example in a step"
     )
     replay_logit_alpha: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=100,
         description="replay, er-ace: weight of matching replayed examples' logits to the ones stored with them "
         "(dark experience replay); 0: labels only",
     )
-    replay_policy: Literal["reservoir", "class_balanced"] = Field(
-        "class_balanced",
+    replay_policy: Literal["reservoir", "class_balanced", "domain_class_balanced"] = Field(
+        "domain_class_balanced",
         description="what the replay buffer and the A-GEM/GEM memories keep: reservoir (a uniform sample of "
-        "the stream) or class_balanced (an equal share per label)",
+        "the stream), class_balanced (an equal share per label) or domain_class_balanced (an equal share per "
+        "label within each domain)",
     )
     window: int = Field(
         128,

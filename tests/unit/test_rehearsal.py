@@ -109,3 +109,19 @@ def test_replayed_examples_are_pulled_toward_the_logits_stored_with_them():
     plain = torch.nn.functional.cross_entropy(logits, target)
     assert loss.item() == pytest.approx(plain.item() + 2.0 * 1.0)  # mean of (1 - 0)^2 and (-1 - 0)^2
     assert torch.equal(learner._new_logits, logits[:1].detach())
+
+
+def test_domain_class_balanced_keeps_an_equal_share_per_label_within_each_domain():
+    buffer = ReplayBuffer(24, 1.0, "domain_class_balanced", random.Random(0))
+    for domain, n in (("old", 400), ("mid", 40), ("new", 8)):
+        for i in range(n):
+            buffer.add(Example(f"{domain} {i}", ("pos", "neg")[i % 2], domain))
+    counts = Counter((ex.domain, ex.label) for ex in buffer.items)
+    assert counts == {
+        ("old", "pos"): 4,
+        ("old", "neg"): 4,
+        ("mid", "pos"): 4,
+        ("mid", "neg"): 4,
+        ("new", "pos"): 4,
+        ("new", "neg"): 4,
+    }
