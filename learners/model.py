@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from streaming.errors import RegistryError
@@ -84,7 +84,9 @@ class TextClassifier(nn.Module):
             with _no_init():  # every weight is loaded next: random init would be wasted time
                 encoder = AutoModel.from_config(config)
                 model = cls(encoder, tokenizer, info["labels"], int(info["max_length"]))
-            state = load_file(str(folder / WEIGHTS_FILE))
+            # read whole, not memory-mapped: a file rewritten or truncated under a mapping would
+            # kill the process (SIGBUS) instead of raising here
+            state = load((folder / WEIGHTS_FILE).read_bytes())
             model.load_state_dict(state, strict=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise RegistryError(f"cannot load the model in {folder}: {exc}") from exc
