@@ -145,7 +145,6 @@ class LearnerService:
         self._last_lag = 0.0
         self._lag = 0
         self._backlog_rng = random.Random(settings.seed)
-        self._backlog_dropped: list[str] = []
         metrics.labels_known.set(len(self.model.labels))
         log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
 
@@ -189,16 +188,14 @@ class LearnerService:
             return 0
         return max(0, self._lag - self.stream.backlog_max)
 
-    def _sample_backlog(self, batch: list[LabeledExample]) -> list[LabeledExample]:
-        """A uniform random sample of ``batch_size`` of ``batch`` (in stream order); the rest is
-        recorded as skipped by the backlog policy."""
+    def _sample_backlog(self, batch: list[LabeledExample]) -> tuple[list[LabeledExample], list[str]]:
+        """A uniform random sample of ``batch_size`` of ``batch`` (in stream order), and the ids
+        of the rest, which the backlog policy skips."""
         n = self.settings.batch_size
         if len(batch) <= n:
-            return batch
+            return batch, []
         keep = set(self._backlog_rng.sample(range(len(batch)), n))
-        dropped = [ev.id for i, ev in enumerate(batch) if i not in keep]
-        self._backlog_dropped = dropped
-        return [ev for i, ev in enumerate(batch) if i in keep]
+        return [ev for i, ev in enumerate(batch) if i in keep], [ev.id for i, ev in enumerate(batch) if i not in keep]
 
     def step(self, timeout_s: float = 0.5) -> int:
         behind = self._behind()
@@ -217,8 +214,7 @@ class LearnerService:
                 self.metrics.dlq.labels(exc.reason).inc()
                 skipped.append(where)
             offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
-        self._backlog_dropped = []
-        batch = self._sample_backlog(batch)
+        batch, dropped = self._sample_backlog(batch)
         try:
             if batch:
                 self.train(batch)
@@ -229,9 +225,9 @@ class LearnerService:
             raise
         self._offsets.update(offsets)
         self._lineage["skipped"] += skipped
-        if self._backlog_dropped:
-            self._lineage["backlog_skipped"] += self._backlog_dropped
-            self.metrics.backlog_skipped.inc(len(self._backlog_dropped))
+        if dropped:
+            self._lineage["backlog_skipped"] += dropped
+            self.metrics.backlog_skipped.inc(len(dropped))
         if self._drift_consumer is not None:
             self._poll_drift_events()
         now = time.monotonic()
