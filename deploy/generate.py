@@ -59,14 +59,19 @@ OVERVIEW = (
                 ("rate(streamcl_join_joined_total[1m])", "joined/s"),
                 ("rate(streamcl_join_expired_total[5m])", "texts expired unlabeled/s"),
                 ("streamcl_join_pending", "pending {{kind}}"),
+                ("streamcl_join_throttled", "holding back (1: the learner is too far behind)"),
             ),
+            description="Holding back happens only under STREAMCL_BACKLOG_POLICY=throttle.",
         ),
         Panel(
             "Learner: examples trained per second and lag",
             (
                 ("streamcl:learner_examples_trained:rate1m", "trained/s"),
                 ("streamcl_learner_lag", "lag (examples)"),
+                ("rate(streamcl_learner_backlog_skipped_total[5m])", "skipped by the backlog sample/s"),
             ),
+            description="Past STREAMCL_BACKLOG_MAX behind, the sample policy trains on a sample of the backlog; "
+            "the skipped ids are in each version's lineage.json.",
         ),
         Panel(
             "Accuracy over time",
@@ -82,6 +87,18 @@ OVERVIEW = (
             "Model versions: serving and newest candidate",
             (("streamcl_model_version", "{{role}}"), ("streamcl_replica_model_version", "oldest replica")),
             description="A replica line below serving means a swap is in progress.",
+        ),
+        Panel(
+            "Shadow mode: the candidate on live traffic",
+            (
+                ("streamcl_shadow_agreement", "agreement with the serving version"),
+                ('streamcl_shadow_accuracy{role="candidate"}', "candidate accuracy (texts with feedback)"),
+                ('streamcl_shadow_accuracy{role="serving"}', "serving accuracy (same texts)"),
+            ),
+            "percentunit",
+            "The candidate in shadow now (streamcl_shadow_version) or the last one; flat at zero unless "
+            "STREAMCL_SHADOW_TEXTS is set.",
+            max=1.0,
         ),
         Panel(
             "Promotions, rejections and rollbacks (last hour)",
@@ -137,6 +154,13 @@ LEARNING = (
             (("streamcl_average_accuracy", "average accuracy"), ("streamcl_forgetting", "average forgetting")),
             "percentunit",
             max=1.0,
+        ),
+        Panel(
+            "Backward transfer",
+            (("streamcl_backward_transfer", "backward transfer"),),
+            "percentunit",
+            "Mean change of the held-out accuracy of the domains no longer streaming since they stopped: "
+            "below zero is forgetting, above zero is later domains helping earlier ones.",
         ),
         Panel(
             "Prequential and live accuracy per domain",

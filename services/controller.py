@@ -179,12 +179,15 @@ class ModelController:
         metrics: Metrics,
         model: str = "default",
         gate: Gate | None = None,
+        shadow: Any = None,
     ) -> None:
         self.stream = stream
         self.registry = registry
         self.metrics = metrics
         self.model = model
         self.gate = gate or PromoteNewer()
+        self.shadow = shadow  # a services.shadow.Shadow: candidates score live traffic before the gate
+        self._waiting: int | None = None  # the newest candidate waiting for its shadow
         self.decided = 0
         self._lock = threading.RLock()  # admin calls arrive on another thread than step()
         self._pinned_seen = bool(registry.serving_state().get("pinned"))
@@ -202,7 +205,7 @@ class ModelController:
         floor = max(state.get("version") or 0, int(state.get("floor", 0)))
         waiting = [m for m in self.registry.versions() if m.get("status") == "candidate" and m["version"] > floor]
         if waiting:
-            self.consider(waiting[-1]["version"])
+            self._queue(waiting[-1]["version"])
         self._publish_gauges()
 
     def step(self) -> int:
@@ -224,12 +227,42 @@ class ModelController:
                 self.metrics.model_version.labels("candidate").set(event.version)
                 newest = max(newest or 0, event.version)
         if newest is not None:
-            self.consider(newest)  # a burst of candidates: the newest is the one to judge
+            self._queue(newest)  # a burst of candidates: the newest is the one to judge
         if records:
             self._consumer.commit(self._consumer.positions())
+        self._shadow_step()
         return len(records)
 
-    def consider(self, version: int) -> None:
+    def _queue(self, version: int) -> None:
+        """Decide ``version`` now, or after its shadow in shadow mode."""
+        if self.shadow is None:
+            self.consider(version)
+        else:
+            self._waiting = max(self._waiting or 0, version)
+
+    def _shadow_step(self) -> None:
+        """Shadow mode: feed the shadow, start the newest waiting candidate's shadow when none
+        runs, and hand a finished one to the gate with its figures. A candidate that arrives
+        during a shadow waits for it to end (so a steady stream of versions still promotes)."""
+        if self.shadow is None:
+            return
+        self.shadow.poll(0.1)
+        if not self.shadow.active and self._waiting is not None:
+            version, self._waiting = self._waiting, None
+            state = self.registry.serving_state()
+            try:
+                status = self.registry.meta(version).get("status")
+            except RegistryError:
+                status = None
+            if status == "candidate" and version > max(state.get("version") or 0, int(state.get("floor", 0))):
+                self.shadow.start(version)
+        if self.shadow.done():
+            version = self.shadow.version
+            figures = self.shadow.stop()
+            log.info("version %d shadowed: %s", version, figures)
+            self.consider(version, figures)
+
+    def consider(self, version: int, shadowed: dict[str, Any] | None = None) -> None:
         try:
             candidate = self.registry.meta(version)
         except RegistryError as exc:
@@ -253,7 +286,7 @@ class ModelController:
             if now.get("version") != current or now.get("pinned") or version <= int(now.get("floor", 0)):
                 log.info("version %d: the serving version changed while it was scored; left for later", version)
                 return
-            figures = {**decision.figures, "gate_seconds": round(time.perf_counter() - started, 3)}
+            figures = {**decision.figures, **(shadowed or {}), "gate_seconds": round(time.perf_counter() - started, 3)}
             if decision.ok:
                 try:
                     self._promote(version, decision.reason, figures)
@@ -386,6 +419,8 @@ class ModelController:
     def close(self) -> None:
         try:
             self._consumer.close()
+            if self.shadow is not None:
+                self.shadow.close()
         finally:
             self._producer.close()
 

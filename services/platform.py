@@ -62,7 +62,20 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
                 serve.gate_min_domain_examples,
                 serve.gate_z,
             )
-        return ModelController(stream, registry, metrics, learner.model_name, gate)
+        shadow = None
+        if serve.shadow_texts > 0:
+            from learners.model import TextClassifier
+            from services.shadow import Shadow
+
+            shadow = Shadow(
+                stream,
+                lambda version: TextClassifier.load(registry.local_path(version)).eval(),
+                metrics,
+                texts=serve.shadow_texts,
+                share=serve.shadow_share,
+                max_s=serve.shadow_max_s,
+            )
+        return ModelController(stream, registry, metrics, learner.model_name, gate, shadow)
 
     return make
 

@@ -60,6 +60,16 @@ class ServeSettings(BaseStreamclSettings):
     gate_z: float = Field(
         1.64, ge=0, description="gate: a drop must also be beyond chance (paired sign test, this many deviations)"
     )
+    shadow_texts: int = Field(
+        0,
+        ge=0,
+        description="shadow mode: before the gate decides a candidate, it predicts this many sampled live texts; "
+        "its agreement with the serving version and its accuracy on those with feedback are exported (0: off)",
+    )
+    shadow_share: float = Field(0.1, gt=0, le=1, description="shadow mode: share of live texts sampled")
+    shadow_max_s: float = Field(
+        300.0, gt=0, description="shadow mode: the gate decides after this long even with fewer texts"
+    )
     gate_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the controller scoring candidates")
 
 

@@ -203,6 +203,26 @@ class Metrics:
         self.promotions = Counter("streamcl_model_promotions", "Versions promoted to serving", registry=r)
         self.rejections = Counter("streamcl_model_rejections", "Candidates refused by the gate", registry=r)
         self.rollbacks = Counter("streamcl_model_rollbacks", "Rollbacks to an earlier version", registry=r)
+        self.shadow_version = Gauge(
+            "streamcl_shadow_version", "Candidate version in shadow mode now (0: none)", registry=r
+        )
+        self.shadow_texts = Gauge("streamcl_shadow_texts", "Live texts the shadowed candidate scored", registry=r)
+        self.shadow_labeled = Gauge(
+            "streamcl_shadow_labeled", "Shadowed texts with the serving prediction and feedback", registry=r
+        )
+        self.shadow_agreement = Gauge(
+            "streamcl_shadow_agreement",
+            "Share of shadowed live texts where the candidate gives the serving version's label",
+            registry=r,
+        )
+        self.shadow_accuracy = Gauge(
+            "streamcl_shadow_accuracy",
+            "Accuracy on shadowed live texts that received feedback, of the candidate and of the serving version",
+            ["role"],
+            registry=r,
+        )
+        for role in MODEL_ROLES:
+            self.shadow_accuracy.labels(role)
         # serving
         r = part("serve")
         self.requests = Counter("streamcl_predict_requests", "Predict requests by HTTP status", ["code"], registry=r)

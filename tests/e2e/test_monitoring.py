@@ -55,6 +55,10 @@ def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(
         "STREAMCL_DRIFT_PREDICTION_WINDOW": "80",
         "STREAMCL_DRIFT_PREDICTION_STEP": "20",
         "STREAMCL_VERSION_EVERY_S": "10",
+        # shadow mode: each candidate scores 16 sampled live texts before the gate decides
+        "STREAMCL_SHADOW_TEXTS": "16",
+        "STREAMCL_SHADOW_SHARE": "0.5",
+        "STREAMCL_SHADOW_MAX_S": "30",
     }
     env.pop("STREAMCL_KAFKA_BOOTSTRAP", None)
     log_path = tmp_path / "up.log"
@@ -77,14 +81,17 @@ def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(
                 missing = [f"{board} / {title}: {expr}" for board, title, expr in panels if not query(prometheus, expr)]
                 detections = query(prometheus, "sum(streamcl_drift_detected_total)")
                 detected = bool(detections) and float(detections[0]["value"][1]) > 0
+                shadowed = bool(query(prometheus, "max_over_time(streamcl_shadow_texts[15m]) >= 16"))
                 # the alert follows the counter at the next rule evaluation
                 alerts = get(prometheus + "/api/v1/alerts")["data"]["alerts"]
                 drift = [a for a in alerts if a["labels"]["alertname"] == "StreamclDriftDetected"]
             except OSError:
-                missing, detected, drift = ["prometheus not answering yet"], False, []
-            if not missing and detected and drift:
+                missing, detected, drift, shadowed = ["prometheus not answering yet"], False, [], False
+            if not missing and detected and drift and shadowed:
                 break
-            assert time.monotonic() < deadline, f"no data for {missing} or no drift ({detected=}, alerts {drift})"
+            assert time.monotonic() < deadline, (
+                f"no data for {missing} or no drift ({detected=}, alerts {drift}) or no shadow ({shadowed=})"
+            )
             time.sleep(5)
 
         # the rules file is loaded: both groups, every alert
@@ -102,4 +109,5 @@ def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(
     assert code == 0, log_path.read_text()[-5000:]
     text = log_path.read_text()
     assert "drift detected by" in text
+    assert "shadowed:" in text  # a candidate went through shadow mode before its gate decision
     assert "streamcl: stopped" in text
