@@ -105,8 +105,9 @@ class Shadow:
         self.version, self.error = version, None
         try:
             self._model = self.load(version)
-        except RegistryError as exc:
-            self._model, self.error = None, str(exc)
+        except Exception as exc:  # missing or corrupt files: reported with the figures, the gate decides
+            self._model = None
+            self.error = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
             log.warning("version %d cannot be shadowed: %s", version, exc)
         if self.metrics is not None:
             self.metrics.shadow_version.set(version)

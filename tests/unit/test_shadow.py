@@ -120,6 +120,13 @@ def test_a_candidate_that_cannot_load_or_predict_ends_its_shadow_with_the_error(
         def predict(self, texts):
             raise RuntimeError("boom")
 
+    def corrupt(version):
+        raise ValueError("header too large")
+
+    shadow = Shadow(STREAM, corrupt, share=1.0)
+    shadow.start(7)
+    assert shadow.done() and shadow.figures()["shadow_error"] == "ValueError: header too large"
+
     shadow = Shadow(STREAM, lambda v: Broken(), share=1.0)
     shadow.start(6)
     shadow.feed(traffic(2, lambda i: "a", lambda i: "a"))
