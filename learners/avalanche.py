@@ -73,7 +73,7 @@ with warnings.catch_warnings():
 from learners.base import Example, Learner
 from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, scale_lrs
 from learners.model import TextClassifier
-from learners.rehearsal import POLICIES
+from learners.rehearsal import POLICIES, balance_key
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,7 @@ class _Memory:
         return [it for g in self._groups.values() for it in g]
 
     def _key(self, item: _Item) -> str:
-        if self.policy == "domain_class_balanced":
-            return f"{item.example.domain or ''}\t{item.example.label}"
-        return item.example.label if self.policy == "class_balanced" else ""
+        return "" if self.policy == "reservoir" else balance_key(item.example, self.policy)
 
     def _cap(self) -> int:
         allowed = min(self.size, math.floor(self.fraction * sum(self._seen.values()) + 1e-9))

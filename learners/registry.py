@@ -66,6 +66,13 @@ class Registry(ABC):
     @abstractmethod
     def _write_serving_state(self, state: dict[str, Any]) -> None: ...
 
+    def load_model(self, version: int) -> Any:
+        """The version's model, ready for inference (a ``TextClassifier`` in eval mode);
+        RegistryError when its files are missing or corrupt."""
+        from learners.model import TextClassifier  # torch only where a model is loaded
+
+        return TextClassifier.load(self.local_path(version)).eval()
+
     def serving(self) -> int | None:
         """The version the endpoint must serve, or None."""
         version = self.serving_state().get("version")

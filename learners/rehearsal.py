@@ -38,6 +38,12 @@ STATE_FILE = "replay.json"
 POLICIES = ("reservoir", "class_balanced", "domain_class_balanced")
 
 
+def balance_key(ex: Example, policy: str) -> str:
+    """What the balanced policies give equal shares to: the label, or for
+    ``domain_class_balanced`` the label within its domain."""
+    return f"{ex.domain or ''}\t{ex.label}" if policy == "domain_class_balanced" else ex.label
+
+
 class ReplayBuffer:
     """At most ``size`` examples and at most ``fraction`` of those seen so far, kept by
     ``policy``: ``reservoir`` (every example seen about equally likely to be kept) or
@@ -59,9 +65,7 @@ class ReplayBuffer:
         return len(self.items)
 
     def group(self, ex: Example) -> str:
-        """What the balanced policies give equal shares to: the label, or the label within its
-        domain."""
-        return f"{ex.domain or ''}\t{ex.label}" if self.policy == "domain_class_balanced" else ex.label
+        return balance_key(ex, self.policy)
 
     def capacity(self) -> int:
         return min(self.size, math.floor(self.fraction * self.seen + 1e-9))

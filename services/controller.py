@@ -94,11 +94,9 @@ class ScoreGate:
         self._cached: tuple[int, Any] | None = None  # the serving model, loaded once
 
     def _model(self, version: int) -> Any:
-        from learners.model import TextClassifier
-
         if self._cached and self._cached[0] == version:
             return self._cached[1]
-        return TextClassifier.load(self.registry.local_path(version)).eval()
+        return self.registry.load_model(version)
 
     def _predict(self, model: Any, texts: list[str]) -> list[str | None]:
         out: list[str | None] = []
@@ -201,8 +199,7 @@ class ModelController:
     # automatic decisions --------------------------------------------------------------------
     def reconcile(self) -> None:
         """Decide the newest candidate the registry holds that may be promoted automatically."""
-        state = self.registry.serving_state()
-        floor = max(state.get("version") or 0, int(state.get("floor", 0)))
+        floor = _automatic_floor(self.registry.serving_state())
         waiting = [m for m in self.registry.versions() if m.get("status") == "candidate" and m["version"] > floor]
         if waiting:
             self._queue(waiting[-1]["version"])
@@ -249,12 +246,11 @@ class ModelController:
         self.shadow.poll(0.1)
         if not self.shadow.active and self._waiting is not None:
             version, self._waiting = self._waiting, None
-            state = self.registry.serving_state()
             try:
                 status = self.registry.meta(version).get("status")
             except RegistryError:
                 status = None
-            if status == "candidate" and version > max(state.get("version") or 0, int(state.get("floor", 0))):
+            if status == "candidate" and version > _automatic_floor(self.registry.serving_state()):
                 self.shadow.start(version)
         if self.shadow.done():
             version = self.shadow.version
@@ -423,6 +419,12 @@ class ModelController:
                 self.shadow.close()
         finally:
             self._producer.close()
+
+
+def _automatic_floor(state: dict[str, Any]) -> int:
+    """Candidates at or below this version are not decided automatically: the serving version
+    and an operator's floor."""
+    return max(state.get("version") or 0, int(state.get("floor", 0)))
 
 
 def _numbers(figures: dict[str, Any]) -> dict[str, Any]:

@@ -64,12 +64,11 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
             )
         shadow = None
         if serve.shadow_texts > 0:
-            from learners.model import TextClassifier
             from services.shadow import Shadow
 
             shadow = Shadow(
                 stream,
-                lambda version: TextClassifier.load(registry.local_path(version)).eval(),
+                registry.load_model,
                 metrics,
                 texts=serve.shadow_texts,
                 share=serve.shadow_share,

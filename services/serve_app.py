@@ -116,7 +116,7 @@ class ModelFollower:
             if version in self._loaded or version in self.failed:
                 continue
             try:
-                model = TextClassifier.load(self.registry.local_path(version)).eval()
+                model = self.registry.load_model(version)
             except RegistryError:
                 continue  # not an error until it is asked to serve it
             with self._lock:
@@ -137,7 +137,7 @@ class ModelFollower:
             model = self._loaded.pop(wanted, None)
             if model is None:
                 try:
-                    model = TextClassifier.load(self.registry.local_path(wanted)).eval()
+                    model = self.registry.load_model(wanted)
                 except RegistryError as exc:
                     self.failed[wanted] = str(exc)
                     keeping = self.current and self.current.version
