@@ -122,11 +122,10 @@ def _joiner_proc(settings: StreamSettings, index: int, count: int, expected: int
     try:
         from prometheus_client import CollectorRegistry
 
-        from streaming.joiner import JoinerService
-        from streaming.metrics import Metrics
+        from streaming.joiner import JoinerMetrics, JoinerService
 
         j = JoinerService(
-            settings, Metrics(CollectorRegistry(), parts=("joiner",)), checkpoint_path=Path(ckpt), shard=(index, count)
+            settings, JoinerMetrics(CollectorRegistry()), checkpoint_path=Path(ckpt), shard=(index, count)
         )
         partitions = j.status()["partitions"]
         barrier.wait(READY_TIMEOUT_S)

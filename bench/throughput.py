@@ -26,8 +26,8 @@ from report import emit
 
 from streaming.broker import EmbeddedBroker, free_port
 from streaming.events import FeedbackEvent, TextEvent
+from streaming.joiner import JoinerMetrics
 from streaming.kafka import Consumer, Producer, ensure_topics
-from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
 
@@ -56,7 +56,7 @@ def bare_join_loop(settings: StreamSettings, pairs: int) -> float:
 def streamcl_join(settings: StreamSettings, pairs: int, tmp: Path) -> float:
     from streaming.joiner import JoinerService
 
-    j = JoinerService(settings, Metrics(CollectorRegistry(), parts=("joiner",)), checkpoint_path=tmp / "ckpt.json")
+    j = JoinerService(settings, JoinerMetrics(CollectorRegistry()), checkpoint_path=tmp / "ckpt.json")
     started = time.perf_counter()
     while j.counts["joined"] < pairs:
         j.step(1.0)

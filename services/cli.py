@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from services._cli_bench import add_bench
 from streaming.errors import StreamclError
 
 
@@ -47,9 +48,8 @@ def _progress_line(platform_urls: dict[str, str], demo: Any) -> str:
     return " | ".join(parts)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from services.platform import Platform, wait_http
-
+def _up_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Settings ``streamcl up``'s flags override; None for an unknown demo (reported)."""
     overrides: dict[str, Any] = {}
     if args.port:
         overrides["serve"] = {"port": args.port}
@@ -58,12 +58,46 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         if args.demo not in DEMOS:
             print(f"streamcl: unknown demo {args.demo!r}; valid: {', '.join(DEMOS)}", file=sys.stderr)
-            return 2
+            return None
         # The demo's labels are known up front, so its first version can answer with them.
         from learners.settings import LearnerSettings
 
         if not LearnerSettings().labels:
             overrides["learner"] = {"labels": ["negative", "neutral", "positive"]}
+    return overrides
+
+
+def _print_urls(platform: Any) -> None:
+    urls = platform.urls
+    print("streamcl: ready", flush=True)
+    print(f"  API      {urls['api']}  (POST /v1/predict, /v1/feedback; GET /v1/model)", flush=True)
+    print(f"  metrics  {urls['metrics']}", flush=True)
+    print(f"  kafka    {urls['kafka']}  (topics {platform.stream.topic_prefix}.*)", flush=True)
+    for spec in platform.models[1:]:
+        where = f"{urls['api']}/v1/models/{spec.name}/predict"
+        print(f"  model {spec.name!r}  {where}  (topics {spec.stream.topic_prefix}.*)", flush=True)
+    if "prometheus" in urls:
+        print(f"  prometheus {urls['prometheus']}  (scraping the metrics URL, alert rules loaded)", flush=True)
+
+
+def _watch(platform: Any, demo: Any, stop: threading.Event, duration: float | None, progress_s: float) -> None:
+    """Print a progress line every ``progress_s`` until stopped or ``duration`` is over."""
+    deadline = time.monotonic() + duration if duration else None
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            print("streamcl: duration reached", flush=True)
+            break
+        stop.wait(min(progress_s, max(0.1, (deadline or float("inf")) - time.monotonic())))
+        if not stop.is_set():
+            print(_progress_line(platform.urls, demo), flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.platform import Platform, wait_http
+
+    overrides = _up_overrides(args)
+    if overrides is None:
+        return 2
     platform = Platform.from_env(state_dir=args.state_dir, **overrides)
     platform.with_prometheus = args.prometheus
     stop = threading.Event()
@@ -87,35 +121,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         wait_http(platform.urls["api"] + "/readyz")
         running.set()
-        print("streamcl: ready", flush=True)
-        print(f"  API      {platform.urls['api']}  (POST /v1/predict, /v1/feedback; GET /v1/model)", flush=True)
-        print(f"  metrics  {platform.urls['metrics']}", flush=True)
-        print(f"  kafka    {platform.urls['kafka']}  (topics {platform.stream.topic_prefix}.*)", flush=True)
-        for spec in platform.models[1:]:
-            print(
-                f"  model {spec.name!r}  {platform.urls['api']}/v1/models/{spec.name}/predict  "
-                f"(topics {spec.stream.topic_prefix}.*)",
-                flush=True,
-            )
-        if "prometheus" in platform.urls:
-            print(
-                f"  prometheus {platform.urls['prometheus']}  (scraping the metrics URL, alert rules loaded)",
-                flush=True,
-            )
+        _print_urls(platform)
         if args.demo:
             from services.demo import Demo
 
             token = platform.serve_settings.api_token
             demo = Demo(args.demo, platform.urls["api"], api_token=token.get_secret_value() if token else None).start()
             print(f"streamcl: demo {args.demo!r} sending {len(demo.rows)} tweets per round", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                print("streamcl: duration reached", flush=True)
-                break
-            stop.wait(min(args.progress_s, max(0.1, (deadline or float("inf")) - time.monotonic())))
-            if not stop.is_set():
-                print(_progress_line(platform.urls, demo), flush=True)
+        _watch(platform, demo, stop, args.duration, args.progress_s)
     except StreamclError as exc:
         print(f"streamcl: {exc}", file=sys.stderr)
         return 1
@@ -248,70 +261,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """The offline continual-learning benchmark (learners/bench.py); input errors exit 2."""
-    from learners.bench import check_strategies, format_table, plot, run_bench
-    from streaming.datasets import SCENARIOS, load_rows, scenario_rows
-
-    def bad(message: str) -> int:
-        print(f"streamcl: bench: {message}", file=sys.stderr)
-        return 2
-
-    for flag, value in (
-        ("--train-per-domain", args.train_per_domain),
-        ("--test-per-domain", args.test_per_domain),
-        ("--eval-every", args.eval_every),
-    ):
-        if value is not None and value < 1:
-            return bad(f"{flag} must be at least 1, got {value}")
-    try:
-        check_strategies(args.strategy)
-    except ValueError as exc:
-        return bad(str(exc))
-    if args.scenario is not None:
-        if args.scenario not in SCENARIOS:
-            return bad(f"unknown scenario {args.scenario!r}; valid: {', '.join(sorted(SCENARIOS))}")
-        source: dict[str, Any] = {"scenario": args.scenario, "data": None}
-    else:
-        if not Path(args.data).is_file():
-            return bad(f"no such file: {args.data}")
-        source = {"scenario": None, "data": str(Path(args.data).resolve())}
-    try:
-        rows = scenario_rows(args.scenario) if args.scenario is not None else load_rows(args.data)
-    except (OSError, ValueError) as exc:
-        return bad(str(exc))
-    try:
-        result = run_bench(
-            rows,
-            args.strategy,
-            baselines=args.baselines,
-            order=args.order,
-            train_per_domain=args.train_per_domain,
-            test_per_domain=args.test_per_domain,
-            seed=args.seed,
-            eval_every=args.eval_every,
-            source=source,
-            progress=True,
-        )
-    except ValueError as exc:
-        if type(exc).__name__ == "ValidationError":
-            raise  # invalid STREAMCL_* settings: main reports them
-        return bad(str(exc))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    if args.plot is not None:
-        plot(result, args.plot)
-    print(format_table(result))
-    print(f"bench: {result['stream_length']} training examples, {result['seconds']:.0f}s; wrote {args.out}", end="")
-    print(f" and {args.plot}" if args.plot is not None else "")
-    return 1 if any("error" in r for r in result["results"].values()) else 0
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamcl", description="Event-driven continual learning for text models.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_up(sub: Any) -> None:
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("--demo", metavar="NAME", help="also run a real-data demo application (sentiment-drift)")
     up.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
@@ -323,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
     up.set_defaults(func=cmd_up)
 
+
+def _add_tools(sub: Any) -> None:
+    """``broker``, ``replay``, ``workers`` and ``model``."""
     br = sub.add_parser("broker", help="run the embedded Kafka-compatible broker alone")
     br.add_argument("--address", help="host:port (default 127.0.0.1:9092, STREAMCL_EMBEDDED_BROKER)")
     br.set_defaults(func=cmd_broker)
@@ -346,32 +299,15 @@ def parser() -> argparse.ArgumentParser:
     md.add_argument("--model", metavar="NAME", help="a named model (STREAMCL_MODELS); default: the default model")
     md.set_defaults(func=cmd_model)
 
-    bn = sub.add_parser(
-        "bench",
-        help="offline continual-learning benchmark of learner strategies on a data file or scenario",
-        description="Hold out a seeded test sample per domain, stream the rest once through each strategy "
-        "(each in its own process) and report accuracy matrix, forgetting, prequential accuracy and speed. "
-        "Exit 2 on bad input, 1 when a strategy failed (its error is in the result).",
-    )
-    source = bn.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="FILE", help="a .jsonl or .csv file: text, label, optional domain and ts")
-    source.add_argument("--scenario", metavar="NAME", help="a packaged dataset: sentiment-domains, news-classes, ...")
-    bn.add_argument(
-        "--strategy",
-        action="append",
-        required=True,
-        metavar="NAME",
-        help="a learner strategy (repeatable); 'default' is STREAMCL_STRATEGY's default",
-    )
-    bn.add_argument("--baselines", action="store_true", help="also run naive (lower bound) and iid (upper bound)")
-    bn.add_argument("--order", choices=["domain", "time", "file"], default="domain", help="stream order")
-    bn.add_argument("--train-per-domain", type=int, metavar="N", help="at most N training rows per domain")
-    bn.add_argument("--test-per-domain", type=int, metavar="N", help="at most N test rows per domain (default: 1/5)")
-    bn.add_argument("--eval-every", type=int, metavar="K", help="also score the test sets every K examples")
-    bn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffles and learners")
-    bn.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the results")
-    bn.add_argument("--plot", type=Path, metavar="RESULT.png", help="also plot per-domain accuracy over the stream")
-    bn.set_defaults(func=cmd_bench)
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamcl", description="Event-driven continual learning for text models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_up(sub)
+    _add_tools(sub)
+    add_bench(sub)
     return p
 
 

@@ -7,19 +7,28 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
-from streaming.metrics import Metrics, merge_expositions
+from services.metrics import all_metrics
+from streaming.metrics import merge_expositions
 
 #: A source silent for longer than this no longer contributes gauges (its counters stay).
 STALE_S = 30.0
+
+
+def defaults_exposition() -> str:
+    """Every component's metrics at their start values, to fill series no process has sent yet."""
+    registry = CollectorRegistry()
+    all_metrics(registry)
+    return prometheus_client.generate_latest(registry).decode("utf-8")
 
 
 class MetricsAggregator:
     """Latest exposition per source; merged on scrape. Run as a named Ray actor."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9108, models: list[str] | None = None) -> None:
-        self._defaults = Metrics(CollectorRegistry()).exposition()  # every family exists at 0, per model
+        self._defaults = defaults_exposition()  # every family exists at 0, per model
         self._models = list(models or ["default"])
         self._latest: dict[str, tuple[float, str, dict[str, str]]] = {}
         self._lock = threading.Lock()

@@ -23,12 +23,12 @@ import numpy as np
 
 from learners.model import TextClassifier, set_threads, truncate_layers
 from learners.settings import LearnerSettings
+from services.metrics import MonitorMetrics
 from services.settings import MonitorSettings
 from streaming.drift import Detection, Detector, EmbeddingKS, LabelPSI
 from streaming.errors import InvalidEvent
 from streaming.events import PredictionEvent, TextEvent, decode
 from streaming.kafka import Consumer, Producer, offset_key
-from streaming.metrics import Metrics
 from streaming.runtime import report_detection
 from streaming.settings import StreamSettings
 
@@ -92,7 +92,7 @@ class DriftMonitor:
     name = "monitor"
 
     def __init__(
-        self, stream: StreamSettings, settings: MonitorSettings, learner: LearnerSettings, metrics: Metrics
+        self, stream: StreamSettings, settings: MonitorSettings, learner: LearnerSettings, metrics: MonitorMetrics
     ) -> None:
         set_threads(settings.drift_torch_threads)
         self.stream, self.settings, self.metrics = stream, settings, metrics
@@ -118,7 +118,7 @@ class DriftMonitor:
         self.budget = TokenBucket(settings.drift_max_texts_per_s, max(32.0, settings.drift_max_texts_per_s * 2))
         self._rng = random.Random(0)
         self._producer = Producer(stream, client_id="streamcl-monitor")
-        self._consumer = Consumer(stream, group_id=f"{stream.consumer_group}.monitor", client_id="streamcl-monitor")
+        self._consumer = Consumer(stream, group_id=stream.group("monitor"), client_id="streamcl-monitor")
         self._offsets = self._consumer.assign([self.topics.texts, self.topics.predictions])
         self._last_commit = time.monotonic()
         self.detections: deque[Detection] = deque(maxlen=100)
@@ -133,7 +133,7 @@ class DriftMonitor:
                 event = decode(kind, rec.value, self.stream.max_text_chars)
             except InvalidEvent:
                 self.metrics.monitor_events.labels(rec.topic, "invalid").inc()
-                continue  # the joiner dead-letters it; here it is only not observed
+                continue  # the joiner dead-letters it (decode_or_dead_letter); here it is only not observed
             self.metrics.monitor_events.labels(rec.topic, "observed").inc()
             if isinstance(event, TextEvent):
                 texts.append(event.text)

@@ -46,8 +46,9 @@ def _learner(stream: StreamSettings, learner: LearnerSettings) -> Any:
 
 def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSettings) -> Any:
     def make(metrics: Any) -> Any:
-        from learners.service import registry_for
-        from services.controller import ModelController, PromoteNewer, ScoreGate
+        from learners.registry import registry_for
+        from services.controller import ModelController
+        from services.gate import PromoteNewer, ScoreGate
 
         registry = registry_for(stream, learner)
         gate: Any = PromoteNewer()
@@ -152,15 +153,25 @@ class Platform:
 
     def _start(self) -> None:
         import ray
-        from ray import serve
 
-        from learners.service import bootstrap_registry, registry_for
-        from services.metrics_server import MetricsAggregator
-        from services.serve_app import build_app
+        from learners.registry import registry_for
+        from learners.versioning import bootstrap_registry
 
-        s, p = self.stream, self.platform
-        if not p.ray_address:
+        if not self.platform.ray_address:
             self.check_cpus()
+        self._start_broker()
+        self._init_ray()
+        self._start_aggregator()
+        for spec in self.models:
+            bootstrap_registry(registry_for(spec.stream, spec.learner), spec.learner)
+            self._start_services(spec)
+        ray.get([a.status.remote() for name, a in self.actors.items() if name != "metrics"])
+        if self.serve_enabled:
+            self._start_serve()
+
+    def _start_broker(self) -> None:
+        """The embedded broker unless a bootstrap server is set, and every model's topics."""
+        s = self.stream
         s.state_dir.mkdir(parents=True, exist_ok=True)
         if s.kafka_bootstrap is None:
             self.broker = EmbeddedBroker(s.embedded_broker, log_file=s.state_dir / "broker.log").start()
@@ -170,18 +181,31 @@ class Platform:
         for spec in self.models:
             ensure_topics(spec.stream, spec.stream.topics.all())
 
-        if not ray.is_initialized():
-            if not p.ray_address:
-                serve_ingress_environment(self.serve_settings.serve_ingress)
-            kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
-            if p.ray_address:
-                ray.init(address=p.ray_address, **kwargs)
-            else:
-                ray.init(num_cpus=p.ray_num_cpus, include_dashboard=False, **kwargs)
+    def _init_ray(self) -> None:
+        """Join the configured Ray cluster, or start a local Ray (unless one runs already)."""
+        import ray
 
-        placement: dict[str, Any] = {"lifetime": None}
-        if self.detached:
-            placement = {"lifetime": "detached", "get_if_exists": True}
+        p = self.platform
+        if ray.is_initialized():
+            return
+        if not p.ray_address:
+            serve_ingress_environment(self.serve_settings.serve_ingress)
+        kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+        if p.ray_address:
+            ray.init(address=p.ray_address, **kwargs)
+        else:
+            ray.init(num_cpus=p.ray_num_cpus, include_dashboard=False, **kwargs)
+
+    def _placement(self) -> dict[str, Any]:
+        """Actor lifetime options: detached and reused on a cluster, owned by this driver locally."""
+        return {"lifetime": "detached", "get_if_exists": True} if self.detached else {"lifetime": None}
+
+    def _start_aggregator(self) -> None:
+        """The metrics aggregator actor (on the head node when detached, where it is scraped)."""
+        import ray
+
+        from services.metrics_server import MetricsAggregator
+
         aggregator = (
             ray.remote(MetricsAggregator)
             .options(
@@ -189,7 +213,7 @@ class Platform:
                 namespace=NAMESPACE,
                 num_cpus=0,
                 max_restarts=-1,
-                **placement,
+                **self._placement(),
                 **({"resources": {"node:__internal_head__": 0.001}} if self.detached else {}),
             )
             .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port, [m.name for m in self.models])
@@ -197,27 +221,35 @@ class Platform:
         self.actors["metrics"] = aggregator
         self.urls["metrics"] = str(ray.get(aggregator.address.remote()))  # type: ignore[attr-defined]
 
-        host = ray.remote(ServiceHost)
-        common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0, **placement}
+    def _start_services(self, spec: ModelSpec) -> None:
+        """One model's controller, joiners, learner and monitor, each a ServiceHost actor that
+        builds the metric group of the component it runs."""
+        import ray
 
-        def start(spec: ModelSpec, role: str, factory: Any, cpus: float, **options: Any) -> None:
+        from services.metrics import GROUPS
+
+        p, ms, ml = self.platform, spec.stream, spec.learner
+        host = ray.remote(ServiceHost)
+        common = {"namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": 0, **self._placement()}
+
+        def start(role: str, factory: Any, cpus: float, **options: Any) -> None:
             source = spec.source(role)
             self.actors[source] = host.options(name=spec.actor(role), num_cpus=cpus, **common, **options).remote(
-                factory, source, (role.split("-")[0],), spec.metric_labels
+                factory, source, GROUPS[role.split("-")[0]], spec.metric_labels
             )
 
-        for spec in self.models:
-            ms, ml = spec.stream, spec.learner
-            bootstrap_registry(registry_for(ms, ml), ml)
-            start(spec, "controller", _controller(ms, ml, self.serve_settings), p.controller_cpus)
-            for i in range(p.joiners):
-                start(spec, "joiner" if i == 0 else f"joiner-{i}", _joiner(ms, (i, p.joiners)), p.joiner_cpus)
-            start(spec, "learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus)
-            if self.monitor.drift_enabled:
-                start(spec, "monitor", _monitor(ms, self.monitor, ml), p.monitor_cpus)
-        ray.get([a.status.remote() for name, a in self.actors.items() if name != "metrics"])
-        if not self.serve_enabled:
-            return
+        start("controller", _controller(ms, ml, self.serve_settings), p.controller_cpus)
+        for i in range(p.joiners):
+            start("joiner" if i == 0 else f"joiner-{i}", _joiner(ms, (i, p.joiners)), p.joiner_cpus)
+        start("learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus)
+        if self.monitor.drift_enabled:
+            start("monitor", _monitor(ms, self.monitor, ml), p.monitor_cpus)
+
+    def _start_serve(self) -> None:
+        """Serve with the HTTP app, and a local Prometheus when asked."""
+        from ray import serve
+
+        from services.serve_app import build_app
 
         st = self.serve_settings
         serve.start(http_options={"host": st.host, "port": st.port})
@@ -228,10 +260,10 @@ class Platform:
 
             self.prometheus = LocalPrometheus(
                 self.urls["metrics"],
-                s.state_dir / "prometheus",
-                p.prometheus_port,
+                self.stream.state_dir / "prometheus",
+                self.platform.prometheus_port,
                 st.metrics_host,
-                p.prometheus_scrape_s,
+                self.platform.prometheus_scrape_s,
             ).start()
             self.urls["prometheus"] = self.prometheus.url
 

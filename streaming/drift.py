@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 KINDS = ("input", "prediction", "concept")
+#: What a drift-aware learner can do when drift is detected.
+DRIFT_ACTIONS = ("snapshot", "boost", "reset")
 
 
 @dataclass(frozen=True, slots=True)

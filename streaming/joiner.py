@@ -1,10 +1,11 @@
 """The joiner: TextEvents ⋈ FeedbackEvents by ``id`` into LabeledExamples.
 
-:class:`JoinState` is the pure, bounded join (either arrival order, time-to-live, maximum
-count); it also pairs served predictions with feedback to measure live accuracy.
-:class:`JoinerService` runs it over Kafka: decode, dead-letter what is unreadable, join,
-produce, and checkpoint the pending state *with* the consumed offsets (the producer is flushed
-first), so a restarted joiner continues exactly where its last checkpoint left it.
+:class:`~streaming._join.JoinState` is the pure, bounded join (either arrival order,
+time-to-live, maximum count); it also pairs served predictions with feedback to measure live
+accuracy. :class:`JoinerService` runs it over Kafka: decode, dead-letter what is unreadable,
+join, produce, and checkpoint the pending state *with* the consumed offsets (the producer is
+flushed first), so a restarted joiner continues exactly where its last checkpoint left it.
+:class:`JoinerMetrics` are the metrics it reports.
 """
 
 from __future__ import annotations
@@ -12,169 +13,52 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streaming.errors import ConfigError, InvalidEvent
-from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, Record, TextEvent, decode
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from streaming._join import Expired, JoinState
+from streaming.deadletter import Outcomes, count_consumed, dead_letter, decode_or_dead_letter
+from streaming.errors import ConfigError
+from streaming.events import DeadLetter, FeedbackEvent, PredictionEvent, Record, TextEvent
 from streaming.files import write_json_atomic
-from streaming.kafka import Consumer, ProcessProducer, Producer
-from streaming.metrics import Metrics
+from streaming.kafka import Consumer, Offsets, ProcessProducer, Producer
+from streaming.metrics import MetricGroup, at_zero
 from streaming.settings import StreamSettings
+
+__all__ = ["Expired", "JoinState", "JoinerMetrics", "JoinerService"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Pending:
-    arrival: float
-    data: dict[str, Any]
-    where: tuple[str, int, int] = ("", -1, -1)
+class JoinerMetrics(MetricGroup):
+    """The joiner's metrics: the join, its throttle, and the live accuracy of served predictions."""
 
-
-@dataclass(slots=True)
-class Expired:
-    """What left the join state unjoined: a count of texts, and feedback to dead-letter."""
-
-    texts: int = 0
-    feedback: list[DeadLetter] = field(default_factory=list)
-
-
-class RollingAccuracy:
-    """Accuracy over the last ``window`` outcomes, overall and per domain."""
-
-    def __init__(self, window: int = 500) -> None:
-        self.window = window
-        self._all: deque[bool] = deque(maxlen=window)
-        self._domains: dict[str, deque[bool]] = {}
-        self.totals = {"correct": 0, "wrong": 0}
-
-    def add(self, correct: bool, domain: str | None) -> None:
-        self._all.append(correct)
-        self.totals["correct" if correct else "wrong"] += 1
-        if domain is not None:
-            self._domains.setdefault(domain, deque(maxlen=self.window)).append(correct)
-
-    @property
-    def value(self) -> float | None:
-        return sum(self._all) / len(self._all) if self._all else None
-
-    def per_domain(self) -> dict[str, float]:
-        return {d: sum(q) / len(q) for d, q in self._domains.items() if q}
-
-
-class JoinState:
-    """Pending texts, feedback and predictions, bounded by ``ttl_s`` and ``max_pending``."""
-
-    def __init__(self, ttl_s: float, max_pending: int) -> None:
-        self.ttl_s = ttl_s
-        self.max_pending = max_pending
-        self._texts: OrderedDict[str, _Pending] = OrderedDict()
-        self._feedback: OrderedDict[str, _Pending] = OrderedDict()
-        self._predictions: OrderedDict[str, _Pending] = OrderedDict()
-        # Labels of recently joined ids, to score a prediction that arrives after its feedback.
-        self._recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
-        self.live = RollingAccuracy()
-        self._evicted = Expired()
-
-    def __len__(self) -> int:
-        return len(self._texts) + len(self._feedback)
-
-    def pending(self) -> dict[str, int]:
-        return {"text": len(self._texts), "feedback": len(self._feedback), "prediction": len(self._predictions)}
-
-    def add_text(self, ev: TextEvent, now: float) -> LabeledExample | None:
-        fb = self._feedback.pop(ev.id, None)
-        if fb is not None:
-            return self._joined(ev.id, ev.text, ev.domain, fb.data["label"], ev.ts)
-        self._texts.pop(ev.id, None)
-        self._texts[ev.id] = _Pending(now, {"text": ev.text, "domain": ev.domain, "ts": ev.ts})
-        self._bound()
-        return None
-
-    def add_feedback(self, ev: FeedbackEvent, now: float, where: tuple[str, int, int]) -> LabeledExample | None:
-        text = self._texts.pop(ev.id, None)
-        if text is not None:
-            d = text.data
-            return self._joined(ev.id, d["text"], d["domain"], ev.label, d["ts"])
-        self._feedback.pop(ev.id, None)
-        self._feedback[ev.id] = _Pending(now, {"label": ev.label, "ts": ev.ts}, where)
-        self._bound()
-        return None
-
-    def add_prediction(self, ev: PredictionEvent, now: float) -> None:
-        if ev.label is None:
-            return
-        recent = self._recent.get(ev.id)
-        if recent is not None:
-            self.live.add(ev.label == recent[0], recent[1])
-            return
-        self._predictions.pop(ev.id, None)
-        self._predictions[ev.id] = _Pending(now, {"label": ev.label, "version": ev.model_version})
-        while len(self._predictions) > self.max_pending:
-            self._predictions.popitem(last=False)
-
-    def _joined(self, id_: str, text: str, domain: str | None, label: str, ts: float) -> LabeledExample:
-        pred = self._predictions.pop(id_, None)
-        if pred is not None:
-            self.live.add(pred.data["label"] == label, domain)
-        else:
-            self._recent[id_] = (label, domain)
-            if len(self._recent) > 10_000:
-                self._recent.popitem(last=False)
-        return LabeledExample(id=id_, text=text, label=label, ts=ts, domain=domain)
-
-    def _bound(self) -> None:
-        while len(self) > self.max_pending:
-            t = next(iter(self._texts.values()), None)
-            f = next(iter(self._feedback.values()), None)
-            if f is None or (t is not None and t.arrival <= f.arrival):
-                self._texts.popitem(last=False)
-                self._evicted.texts += 1
-            else:
-                id_, fb = self._feedback.popitem(last=False)
-                self._evicted.feedback.append(self._dead(id_, fb, "evicted: join state full"))
-
-    def _dead(self, id_: str, fb: _Pending, why: str) -> DeadLetter:
-        topic, partition, offset = fb.where
-        raw = FeedbackEvent(id=id_, label=fb.data["label"], ts=fb.data["ts"]).to_bytes()
-        return DeadLetter.for_message(
-            topic,
-            partition,
-            offset,
-            raw,
-            "unjoined_feedback",
-            f"no text with id {id_!r} within the join window ({why})",
+    def __init__(self, registry: CollectorRegistry, shared: MetricGroup | None = None) -> None:
+        super().__init__(registry, shared)
+        r = registry
+        self.joined = Counter("streamcl_join_joined", "Texts joined with their feedback", registry=r)
+        self.join_expired = Counter(
+            "streamcl_join_expired", "Texts whose feedback never came within the join window", registry=r
         )
-
-    def expire(self, now: float) -> Expired:
-        """Drop what waited longer than the time-to-live (and what the bound evicted)."""
-        out, self._evicted = self._evicted, Expired()
-        cutoff = now - self.ttl_s
-        while self._texts and next(iter(self._texts.values())).arrival < cutoff:
-            self._texts.popitem(last=False)
-            out.texts += 1
-        while self._feedback and next(iter(self._feedback.values())).arrival < cutoff:
-            id_, fb = self._feedback.popitem(last=False)
-            out.feedback.append(self._dead(id_, fb, f"waited {self.ttl_s:g}s"))
-        while self._predictions and next(iter(self._predictions.values())).arrival < cutoff:
-            self._predictions.popitem(last=False)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        def dump(d: OrderedDict[str, _Pending]) -> list[list[Any]]:
-            return [[k, p.arrival, p.data, list(p.where)] for k, p in d.items()]
-
-        return {"texts": dump(self._texts), "feedback": dump(self._feedback), "predictions": dump(self._predictions)}
-
-    def load_json(self, state: dict[str, Any]) -> None:
-        for name, target in (("texts", self._texts), ("feedback", self._feedback), ("predictions", self._predictions)):
-            target.clear()
-            for k, arrival, data, where in state.get(name, []):
-                target[k] = _Pending(arrival, data, tuple(where))  # type: ignore[arg-type]
+        self.join_pending = at_zero(
+            Gauge("streamcl_join_pending", "Texts and feedback waiting for their pair", ["kind"], registry=r),
+            ("text", "feedback", "prediction"),
+        )
+        self.join_throttled = Gauge(
+            "streamcl_join_throttled",
+            "1 while the joiner holds back because the learner is more than backlog_max behind (throttle policy)",
+            registry=r,
+        )
+        # live accuracy: served predictions joined with feedback
+        self.live = Gauge("streamcl_live_accuracy", "Accuracy of served predictions that received feedback", registry=r)
+        self.live_domain = Gauge("streamcl_live_domain_accuracy", "Live accuracy per domain", ["domain"], registry=r)
+        self.live_scored = at_zero(
+            Counter("streamcl_live_scored", "Served predictions that received feedback", ["outcome"], registry=r),
+            ("correct", "wrong"),
+        )
 
 
 class JoinerService:
@@ -185,7 +69,7 @@ class JoinerService:
     def __init__(
         self,
         settings: StreamSettings,
-        metrics: Metrics,
+        metrics: JoinerMetrics,
         checkpoint_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         shard: tuple[int, int] = (0, 1),
@@ -200,64 +84,76 @@ class JoinerService:
         name = "checkpoint.json" if count == 1 else f"checkpoint-{index}-of-{count}.json"
         self.checkpoint_path = checkpoint_path or settings.state_dir / "joiner" / name
         self.clock = clock
-        self.state = JoinState(settings.join_ttl_s, settings.join_max_pending)
-        offsets: dict[str, int] = {}
-        if self.checkpoint_path.exists():
-            saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
-            self.state.load_json(saved["state"])
-            offsets = saved["offsets"]
-            log.info("joiner resumes from its checkpoint: %d pending", len(self.state))
+        offsets = self._resume()
         self._producer: Producer | ProcessProducer = (
             ProcessProducer(settings, client_id="streamcl-joiner")
             if settings.join_producer_process
             else Producer(settings, client_id="streamcl-joiner")
         )
-        self._consumer = Consumer(settings, group_id=f"{settings.consumer_group}.joiner", client_id="streamcl-joiner")
+        self._consumer = Consumer(settings, group_id=settings.group("joiner"), client_id="streamcl-joiner")
         try:
-            topics = [self.topics.texts, self.topics.feedback, self.topics.predictions]
-            # A text, its feedback and its prediction share a key (the id), so the same partition
-            # number of each topic when they have as many partitions: joiner i of n reads
-            # partitions i, i + n, ... of all three.
-            counts = {t: len(self._consumer.partitions(t)) for t in topics}
-            if len(set(counts.values())) > 1:
-                raise ConfigError(
-                    f"the joiner needs texts, feedback and predictions co-partitioned (as many partitions "
-                    f"each), found {counts}: give them the same partition count"
-                )
-            mine = [f"{t}:{n}" for t in topics for n in range(counts[t]) if n % count == index]
-            if not mine:
-                per_topic = counts[topics[0]]
-                log.warning("joiner %d of %d has no partition (%d per topic): it stays idle", index, count, per_topic)
-            stale = {k: v for k, v in self._consumer.committed(mine).items() if v > offsets.get(k, v)}
-            if stale:  # a joiner of another layout went further since this checkpoint
-                log.warning(
-                    "joiner checkpoint %s is older than the group's committed offsets %s: starting from those "
-                    "with an empty join state",
-                    self.checkpoint_path,
-                    stale,
-                )
-                self.state = JoinState(settings.join_ttl_s, settings.join_max_pending)
-                offsets = {}
-            self._offsets = self._consumer.assign(topics, offsets, shard=shard)
+            self._offsets = self._assign(offsets)
         except BaseException:
             self._consumer.close()
             self._producer.close()
             raise
-        # throttle policy: hold back while the learner is too far behind, with the join clock
-        # stopped (nothing expires for the wait it causes)
-        self._learner: Consumer | None = None
-        self._learner_from: dict[str, int] = {}
-        self._throttled, self._last_throttle_check, self._paused_s = False, 0.0, 0.0
-        if settings.backlog_policy == "throttle":
-            self._learner = Consumer(
-                settings, group_id=f"{settings.consumer_group}.learner", client_id="streamcl-joiner-throttle"
-            )
-            self._learner_from = self._learner.assign([self.topics.labeled])
+        self._start_throttle()
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
         self._dirty = False
         self.counts = {"consumed": 0, "joined": 0, "dlq": 0, "expired": 0}
         self._live_seen = {"correct": 0, "wrong": 0}
+
+    def _resume(self) -> dict[str, int]:
+        """Load the join state from the checkpoint, if any; returns the offsets it covers."""
+        self.state = JoinState(self.settings.join_ttl_s, self.settings.join_max_pending)
+        if not self.checkpoint_path.exists():
+            return {}
+        saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
+        self.state.load_json(saved["state"])
+        log.info("joiner resumes from its checkpoint: %d pending", len(self.state))
+        return dict(saved["offsets"])
+
+    def _assign(self, offsets: dict[str, int]) -> Offsets:
+        """Take this shard's partitions, from the checkpoint's offsets unless the group went further."""
+        index, count = self.shard
+        topics = [self.topics.texts, self.topics.feedback, self.topics.predictions]
+        # A text, its feedback and its prediction share a key (the id), so the same partition
+        # number of each topic when they have as many partitions: joiner i of n reads
+        # partitions i, i + n, ... of all three.
+        counts = {t: len(self._consumer.partitions(t)) for t in topics}
+        if len(set(counts.values())) > 1:
+            raise ConfigError(
+                f"the joiner needs texts, feedback and predictions co-partitioned (as many partitions "
+                f"each), found {counts}: give them the same partition count"
+            )
+        mine = [f"{t}:{n}" for t in topics for n in range(counts[t]) if n % count == index]
+        if not mine:
+            per_topic = counts[topics[0]]
+            log.warning("joiner %d of %d has no partition (%d per topic): it stays idle", index, count, per_topic)
+        stale = {k: v for k, v in self._consumer.committed(mine).items() if v > offsets.get(k, v)}
+        if stale:  # a joiner of another layout went further since this checkpoint
+            log.warning(
+                "joiner checkpoint %s is older than the group's committed offsets %s: starting from those "
+                "with an empty join state",
+                self.checkpoint_path,
+                stale,
+            )
+            self.state = JoinState(self.settings.join_ttl_s, self.settings.join_max_pending)
+            offsets = {}
+        return self._consumer.assign(topics, offsets, shard=self.shard)
+
+    def _start_throttle(self) -> None:
+        """Throttle policy: hold back while the learner is too far behind, with the join clock
+        stopped (nothing expires for the wait it causes)."""
+        self._learner: Consumer | None = None
+        self._learner_from: dict[str, int] = {}
+        self._throttled, self._last_throttle_check, self._paused_s = False, 0.0, 0.0
+        if self.settings.backlog_policy == "throttle":
+            self._learner = Consumer(
+                self.settings, group_id=self.settings.group("learner"), client_id="streamcl-joiner-throttle"
+            )
+            self._learner_from = self._learner.assign([self.topics.labeled])
 
     def learner_backlog(self) -> int:
         """Labeled examples past the learner group's committed offsets (throttle policy)."""
@@ -306,41 +202,31 @@ class JoinerService:
 
     def handle(self, records: list[Record]) -> None:
         t = self.topics
-        max_chars = self.settings.max_text_chars
+        max_chars, producer, dlq, m = self.settings.max_text_chars, self._producer, t.dlq, self.metrics
         now = self._now()
-        state, publish, labeled = self.state, self._producer.publish, t.labeled
-        ok: dict[str, int] = {}
-        bad: dict[str, int] = {}
+        state, publish, labeled = self.state, producer.publish, t.labeled
+        outcomes: Outcomes = {}  # metrics once per poll, not per message
         joined = 0
         for rec in records:
             topic = rec.topic
-            try:
-                if topic == t.feedback:
-                    out = state.add_feedback(
-                        decode(FeedbackEvent, rec.value, max_chars), now, (topic, rec.partition, rec.offset)
-                    )
-                elif topic == t.texts:
-                    out = state.add_text(decode(TextEvent, rec.value, max_chars), now)
-                else:
-                    state.add_prediction(decode(PredictionEvent, rec.value, max_chars), now)
-                    out = None
-            except InvalidEvent as exc:
-                self._dead_letter(rec.dead_letter(exc.reason, exc.detail))
-                bad[topic] = bad.get(topic, 0) + 1
+            kind = FeedbackEvent if topic == t.feedback else TextEvent if topic == t.texts else PredictionEvent
+            event = decode_or_dead_letter(kind, rec, max_chars, producer, dlq, m, outcomes)
+            out = None
+            if isinstance(event, FeedbackEvent):
+                out = state.add_feedback(event, now, (topic, rec.partition, rec.offset))
+            elif isinstance(event, TextEvent):
+                out = state.add_text(event, now)
+            elif isinstance(event, PredictionEvent):
+                state.add_prediction(event, now)
             else:
-                ok[topic] = ok.get(topic, 0) + 1
-                if out is not None:
-                    publish(labeled, out)
-                    joined += 1
+                self.counts["dlq"] += 1
+            if out is not None:
+                publish(labeled, out)
+                joined += 1
             self._offsets[f"{topic}:{rec.partition}"] = rec.offset + 1
-        if isinstance(self._producer, ProcessProducer):
-            self._producer.ship()
-        # Metrics once per poll, not per message.
-        m = self.metrics
-        for topic, n in ok.items():
-            m.consumed.labels(topic, "ok").inc(n)
-        for topic, n in bad.items():
-            m.consumed.labels(topic, "dlq").inc(n)
+        if isinstance(producer, ProcessProducer):
+            producer.ship()
+        count_consumed(m, outcomes)
         if joined:
             m.produced.labels(labeled).inc(joined)
             m.joined.inc(joined)
@@ -350,9 +236,7 @@ class JoinerService:
         self._publish_gauges()
 
     def _dead_letter(self, dead: DeadLetter) -> None:
-        self._producer.publish(self.topics.dlq, dead, key=f"{dead.source_topic}:{dead.partition}:{dead.offset}")
-        self.metrics.dlq.labels(dead.reason).inc()
-        self.metrics.produced.labels(self.topics.dlq).inc()
+        dead_letter(dead, self._producer, self.topics.dlq, self.metrics)
         self.counts["dlq"] += 1
 
     def _expire(self) -> None:

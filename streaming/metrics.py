@@ -1,11 +1,12 @@
-"""streamcl's Prometheus metrics, built on a registry that is passed in, and the merge that
-serves every process's metrics at one URL.
+"""streamcl's Prometheus metrics: the base every component's metric group builds on, and the
+merge that serves every process's metrics at one URL.
 
-Each process (joiner, learner, Serve replica, controller) makes a :class:`Metrics` on its own
-``CollectorRegistry`` and pushes the exposition text to the aggregator; the aggregator merges
-the latest text of every source: counters and histograms are summed, gauges combined by the
-rule of :data:`GAUGE_MERGE` (default: the maximum). A process exports only the parts it
-owns, so no series is counted twice.
+A process builds the :class:`MetricGroup` subclass of the component it runs (the joiner's in
+:mod:`streaming.joiner`, the learner's in ``learners.metrics``, the controller's, the monitor's
+and Serve's in ``services.metrics``) on a ``CollectorRegistry`` of its own, so it exports only
+what it produces, and pushes the exposition text to the aggregator. The aggregator merges the
+latest text of every source: counters and histograms are summed, gauges combined by the rule of
+:data:`GAUGE_MERGE` (default: the maximum).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,16 +26,6 @@ from streaming.drift import Detector
 from streaming.events import DLQ_REASONS
 
 prometheus_client.disable_created_metrics()
-
-#: HTTP status codes of /v1/predict that start at zero.
-PREDICT_CODES = ("200", "400", "401", "403", "413", "415", "422", "500", "503")
-MODEL_ROLES = ("serving", "candidate")
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-#: The groups of metrics a process can own (see :class:`Metrics`).
-PARTS = ("joiner", "learner", "controller", "serve", "monitor")
-#: What a drift-aware learner can do when drift is detected.
-DRIFT_ACTIONS = ("snapshot", "boost", "reset")
 
 #: How gauges from several processes combine ("sum", "min", "last"); others: the maximum.
 GAUGE_MERGE: dict[str, str] = {
@@ -43,26 +36,46 @@ GAUGE_MERGE: dict[str, str] = {
     "streamcl_model_version": "last",
 }
 
+M = TypeVar("M", bound=MetricWrapperBase)
 
-class Metrics:
-    """Every streamcl metric, registered on ``registry`` (counters with known labels at 0)."""
 
-    def __init__(self, registry: CollectorRegistry, parts: Iterable[str] | None = None) -> None:
+def at_zero(metric: M, values: Iterable[str]) -> M:
+    """``metric`` with the series of its known label ``values`` started at zero, so every series
+    exists from the first scrape."""
+    for value in values:
+        metric.labels(value)
+    return metric
+
+
+#: The attributes of the families every process reports (declared once per registry).
+SHARED = ("consumed", "produced", "started", "dlq", "drift_detected", "drift_score", "drift_threshold", "drift_skipped")
+
+
+class MetricGroup:
+    """The metrics every process reports, on the registry passed in (never the global one).
+
+    A component's group subclasses it and declares its own metrics after ``super().__init__``.
+    With ``shared``, the common families are ``shared``'s, so several groups can live on one
+    registry (the aggregator's defaults, the docs) without declaring them twice.
+    """
+
+    consumed: Counter
+    produced: Counter
+    started: Gauge
+    dlq: Counter
+    drift_detected: Counter
+    drift_score: Gauge
+    drift_threshold: Gauge
+    drift_skipped: Counter
+
+    def __init__(self, registry: CollectorRegistry, shared: MetricGroup | None = None) -> None:
         self.registry = registry
-        wanted = set(PARTS if parts is None else parts)
-        unknown = wanted - set(PARTS)
-        if unknown:
-            raise ValueError(f"unknown metric parts {sorted(unknown)}; valid: {PARTS}")
-
-        def part(name: str) -> CollectorRegistry:
-            # Metrics of other parts go to a registry nobody exports: code may touch them,
-            # but a process only reports what it owns, so merged gauges are not overwritten.
-            return registry if name in wanted else self._unexported
-
-        self._unexported = CollectorRegistry(auto_describe=False)
         self._skips_reported: dict[str, dict[str, int]] = {}
+        if shared is not None:
+            for name in SHARED:
+                setattr(self, name, getattr(shared, name))
+            return
         r = registry
-        # ingest, join, DLQ
         self.consumed = Counter(
             "streamcl_events_consumed", "Messages consumed, by topic and outcome", ["topic", "outcome"], registry=r
         )
@@ -70,84 +83,10 @@ class Metrics:
         self.started = Gauge(
             "streamcl_component_start_time_seconds", "When each component process started", ["component"], registry=r
         )
-        self.dlq = Counter("streamcl_dlq_events", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
-        for reason in DLQ_REASONS:
-            self.dlq.labels(reason)
-        r = part("joiner")
-        self.joined = Counter("streamcl_join_joined", "Texts joined with their feedback", registry=r)
-        self.join_expired = Counter(
-            "streamcl_join_expired", "Texts whose feedback never came within the join window", registry=r
-        )
-        self.join_pending = Gauge(
-            "streamcl_join_pending", "Texts and feedback waiting for their pair", ["kind"], registry=r
-        )
-        for kind in ("text", "feedback", "prediction"):
-            self.join_pending.labels(kind)
-        self.join_throttled = Gauge(
-            "streamcl_join_throttled",
-            "1 while the joiner holds back because the learner is more than backlog_max behind (throttle policy)",
-            registry=r,
-        )
-        # learning
-        r = part("learner")
-        self.trained = Counter("streamcl_learner_examples_trained", "Labeled examples trained on", registry=r)
-        self.held_out = Counter(
-            "streamcl_learner_examples_held_out", "Labeled examples kept out of training for evaluation", registry=r
-        )
-        self.train_seconds = Counter("streamcl_learner_train_seconds", "Time spent training", registry=r)
-        self.learner_lag = Gauge("streamcl_learner_lag", "Labeled examples not yet consumed by the learner", registry=r)
-        self.backlog_skipped = Counter(
-            "streamcl_learner_backlog_skipped",
-            "Labeled examples consumed but not trained on because the learner was too far behind (sample policy)",
-            registry=r,
-        )
-        self.labels_known = Gauge("streamcl_model_labels", "Labels the newest model knows", registry=r)
-        self.prequential = Gauge(
-            "streamcl_prequential_accuracy", "Accuracy of predict-then-train on recent labeled examples", registry=r
-        )
-        self.prequential_domain = Gauge(
-            "streamcl_prequential_domain_accuracy", "Prequential accuracy per domain", ["domain"], registry=r
-        )
-        r = part("joiner")  # live accuracy: served predictions joined with feedback
-        self.live = Gauge("streamcl_live_accuracy", "Accuracy of served predictions that received feedback", registry=r)
-        self.live_domain = Gauge("streamcl_live_domain_accuracy", "Live accuracy per domain", ["domain"], registry=r)
-        self.live_scored = Counter(
-            "streamcl_live_scored", "Served predictions that received feedback", ["outcome"], registry=r
-        )
-        for outcome in ("correct", "wrong"):
-            self.live_scored.labels(outcome)
-        r = part("learner")  # held-out evaluation of each version
-        self.domain_accuracy = Gauge(
-            "streamcl_domain_accuracy",
-            "Newest version's accuracy on each domain's held-out sample",
-            ["domain"],
-            registry=r,
-        )
-        self.domain_forgetting = Gauge(
-            "streamcl_domain_forgetting",
-            "Best earlier held-out accuracy of a domain minus the newest version's",
-            ["domain"],
-            registry=r,
-        )
-        self.average_accuracy = Gauge(
-            "streamcl_average_accuracy", "Mean held-out accuracy over the domains seen", registry=r
-        )
-        self.forgetting = Gauge("streamcl_forgetting", "Mean forgetting over the domains seen", registry=r)
-        self.backward_transfer = Gauge(
-            "streamcl_backward_transfer",
-            "Mean change of held-out accuracy, since they stopped streaming, of the domains no longer streaming",
-            registry=r,
-        )
-        self.drift_actions = Counter(
-            "streamcl_drift_actions", "What the learner did on drift, by action", ["action"], registry=r
-        )
-        for action in DRIFT_ACTIONS:
-            self.drift_actions.labels(action)
-        self.lr_multiplier = Gauge(
-            "streamcl_learner_lr_multiplier", "Learning-rate multiplier (above 1 while adapting to drift)", registry=r
+        self.dlq = at_zero(
+            Counter("streamcl_dlq_events", "Messages sent to the DLQ, by reason", ["reason"], registry=r), DLQ_REASONS
         )
         # drift: every process reports the detectors it runs (see track_detectors)
-        r = registry
         self.drift_detected = Counter(
             "streamcl_drift_detected", "Drift detections by detector and kind", ["detector", "kind"], registry=r
         )
@@ -166,82 +105,6 @@ class Metrics:
             ["detector", "reason"],
             registry=r,
         )
-        r = part("monitor")
-        self.monitor_texts = Counter(
-            "streamcl_monitor_texts", "Texts seen by the drift monitor, by outcome", ["outcome"], registry=r
-        )
-        for outcome in ("embedded", "sampled_out", "unencodable"):
-            self.monitor_texts.labels(outcome)
-        self.monitor_events = Counter(
-            "streamcl_monitor_events",
-            "Events read by the drift monitor, by topic and outcome (observed, invalid)",
-            ["topic", "outcome"],
-            registry=r,
-        )
-        self.estimated_accuracy = Gauge(
-            "streamcl_estimated_accuracy",
-            "Label-free accuracy estimate of the serving model: mean top-class probability on live traffic",
-            registry=r,
-        )
-        # versions
-        r = part("controller")
-        self.model_version = Gauge("streamcl_model_version", "Model version by role", ["role"], registry=r)
-        for role in MODEL_ROLES:
-            self.model_version.labels(role)
-        r = part("serve")
-        self.replica_version = Gauge(
-            "streamcl_replica_model_version", "Oldest version a Serve replica answers with", registry=r
-        )
-        r = part("learner")
-        self.versions_written = Counter("streamcl_model_versions_written", "Model versions written", registry=r)
-        self.checkpoint_fallbacks = Counter(
-            "streamcl_learner_checkpoint_fallbacks",
-            "Versions the learner could not resume from (corrupt or partial) and skipped for an older one",
-            registry=r,
-        )
-        r = part("controller")
-        self.promotions = Counter("streamcl_model_promotions", "Versions promoted to serving", registry=r)
-        self.rejections = Counter("streamcl_model_rejections", "Candidates refused by the gate", registry=r)
-        self.rollbacks = Counter("streamcl_model_rollbacks", "Rollbacks to an earlier version", registry=r)
-        self.shadow_version = Gauge(
-            "streamcl_shadow_version", "Candidate version in shadow mode now (0: none)", registry=r
-        )
-        self.shadow_texts = Gauge("streamcl_shadow_texts", "Live texts the shadowed candidate scored", registry=r)
-        self.shadow_labeled = Gauge(
-            "streamcl_shadow_labeled", "Shadowed texts with the serving prediction and feedback", registry=r
-        )
-        self.shadow_agreement = Gauge(
-            "streamcl_shadow_agreement",
-            "Share of shadowed live texts where the candidate gives the serving version's label",
-            registry=r,
-        )
-        self.shadow_accuracy = Gauge(
-            "streamcl_shadow_accuracy",
-            "Accuracy on shadowed live texts that received feedback, of the candidate and of the serving version",
-            ["role"],
-            registry=r,
-        )
-        for role in MODEL_ROLES:
-            self.shadow_accuracy.labels(role)
-        # serving
-        r = part("serve")
-        self.requests = Counter("streamcl_predict_requests", "Predict requests by HTTP status", ["code"], registry=r)
-        for code in PREDICT_CODES:
-            self.requests.labels(code)
-        self.latency = Histogram(
-            "streamcl_predict_latency_seconds", "Predict latency", buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.predicted = Counter("streamcl_predict_texts", "Texts classified", registry=r)
-        self.feedback = Counter("streamcl_feedback_received", "Feedback labels received over HTTP", registry=r)
-        self.events_dropped = Counter(
-            "streamcl_serve_events_dropped",
-            "Events the API could not hand to Kafka (queue full or Kafka failing), by kind",
-            ["kind"],
-            registry=r,
-        )
-        for kind in ("prediction_log", "feedback"):
-            self.events_dropped.labels(kind)
-        self.replicas_ready = Gauge("streamcl_serve_replicas_ready", "Serve replicas with a model loaded", registry=r)
 
     def track_detectors(self, detectors: Iterable[Detector]) -> None:
         """Start the counters of ``detectors`` at zero and publish their thresholds."""
@@ -261,6 +124,7 @@ class Metrics:
                 reported[reason] = n
 
     def exposition(self) -> str:
+        """This process's metrics in the Prometheus text format."""
         return prometheus_client.generate_latest(self.registry).decode("utf-8")
 
 

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from streaming.drift import Detection
 from streaming.events import DriftEvent
-from streaming.metrics import Metrics
+from streaming.metrics import MetricGroup
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class MetricsPusher:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: MetricGroup,
         source: str,
         interval_s: float = 1.0,
         actor: str = AGGREGATOR_NAME,
@@ -80,7 +80,7 @@ class MetricsPusher:
             pass
 
 
-def report_detection(d: Detection, metrics: Metrics, producer: Any, topic: str, source: str, model: str) -> None:
+def report_detection(d: Detection, metrics: MetricGroup, producer: Any, topic: str, source: str, model: str) -> None:
     """Count a drift detection, log it and publish it as a DriftEvent (best effort: the
     metric and the log line stand when Kafka does not take the event)."""
     metrics.drift_detected.labels(d.detector, d.kind).inc()
@@ -110,19 +110,23 @@ def report_detection(d: Detection, metrics: Metrics, producer: Any, topic: str, 
 
 
 class ServiceHost:
-    """Runs one service's loop in a thread; exposes ``status``, ``metrics`` and ``stop``."""
+    """Runs one service's loop in a thread; exposes ``status``, ``metrics`` and ``stop``.
+
+    ``group`` (the component's :class:`~streaming.metrics.MetricGroup` class) builds the
+    metrics on a registry of the process's own; ``factory`` gets them and returns the service.
+    """
 
     def __init__(
         self,
-        factory: Callable[[Metrics], Service],
+        factory: Callable[[Any], Service],
         source: str,
-        parts: tuple[str, ...],
+        group: Callable[[CollectorRegistry], MetricGroup],
         labels: dict[str, str] | None = None,
         push_metrics: bool = True,
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("kafka").setLevel(logging.WARNING)
-        self.metrics = Metrics(CollectorRegistry(), parts)
+        self.metrics = group(CollectorRegistry())  # the metrics of the component it runs, no others
         self.source = source
         self.started_at = time.time()
         self.metrics.started.labels(source).set(self.started_at)

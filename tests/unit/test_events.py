@@ -96,3 +96,46 @@ def test_drift_event_round_trip():
     assert decode(DriftEvent, ev.to_bytes(), 100) == ev
     with pytest.raises(InvalidEvent):
         decode(DriftEvent, b'{"v":1,"detector":"ks","kind":"weird","score":1,"at":1,"source":"m"}', 100)
+
+
+class _Producer:
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, event, key=None):
+        self.sent.append((topic, event, key))
+
+
+def test_decode_or_dead_letter_returns_the_event_or_dead_letters_and_counts():
+    from prometheus_client import CollectorRegistry
+
+    from streaming.deadletter import count_consumed, decode_or_dead_letter
+    from streaming.events import Record
+    from streaming.metrics import MetricGroup, sample_value
+
+    metrics, producer = MetricGroup(CollectorRegistry()), _Producer()
+    good = Record("t.texts", 0, 7, b"a", TextEvent(id="a", text="hi").to_bytes())
+    bad = Record("t.texts", 1, 9, b"b", b"{not json")
+    assert decode_or_dead_letter(TextEvent, good, 100, producer, "t.dlq", metrics).text == "hi"
+    assert decode_or_dead_letter(TextEvent, bad, 100, producer, "t.dlq", metrics) is None
+    [(topic, dead, key)] = producer.sent
+    assert topic == "t.dlq" and key == "t.texts:1:9"
+    assert (dead.reason, dead.source_topic, dead.offset, dead.payload) == ("invalid_json", "t.texts", 9, "{not json")
+    text = metrics.exposition()
+    assert sample_value(text, "streamcl_dlq_events_total", {"reason": "invalid_json"}) == 1
+    assert sample_value(text, "streamcl_events_produced_total", {"topic": "t.dlq"}) == 1
+    assert sample_value(text, "streamcl_events_consumed_total", {"topic": "t.texts", "outcome": "ok"}) == 1
+    assert sample_value(text, "streamcl_events_consumed_total", {"topic": "t.texts", "outcome": "dlq"}) == 1
+    # with a tally, consumed outcomes wait for count_consumed (once per poll)
+    tally = {}
+    assert decode_or_dead_letter(TextEvent, good, 100, producer, "t.dlq", metrics, tally) is not None
+    assert tally == {("t.texts", "ok"): 1}
+    count_consumed(metrics, tally)
+    assert sample_value(metrics.exposition(), "streamcl_events_consumed_total", {"outcome": "ok"}) == 2
+
+
+def test_consumer_groups_are_named_in_one_place():
+    from streaming.settings import StreamSettings
+
+    s = StreamSettings(consumer_group="g1")
+    assert [s.group(c) for c in ("joiner", "learner")] == ["g1.joiner", "g1.learner"]

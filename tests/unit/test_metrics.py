@@ -1,27 +1,33 @@
+import prometheus_client
+import pytest
 from prometheus_client import CollectorRegistry
 
-from streaming.metrics import Metrics, merge_expositions, sample_value
+from learners.metrics import LearnerMetrics
+from services.metrics import GROUPS, ServeMetrics, all_metrics, component_registries
+from services.metrics_server import defaults_exposition
+from streaming.joiner import JoinerMetrics
+from streaming.metrics import MetricGroup, merge_expositions, sample_value
 
 
 def test_known_counters_start_at_zero():
-    text = Metrics(CollectorRegistry()).exposition()
+    text = defaults_exposition()
     assert sample_value(text, "streamcl_dlq_events_total", {"reason": "invalid_json"}) == 0
     assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 0
     assert sample_value(text, "streamcl_model_version", {"role": "serving"}) == 0
 
 
 def test_a_process_exports_only_its_parts():
-    m = Metrics(CollectorRegistry(), parts=("joiner",))
-    m.prequential.set(0.9)  # allowed, but not exported by a joiner
+    m = JoinerMetrics(CollectorRegistry())
+    assert not hasattr(m, "prequential")  # a joiner has no learner metric to touch
     text = m.exposition()
     assert sample_value(text, "streamcl_prequential_accuracy") is None
     assert sample_value(text, "streamcl_join_expired_total") == 0
 
 
 def test_merge_sums_counters_and_combines_gauges():
-    a = Metrics(CollectorRegistry(), parts=("serve",))
-    b = Metrics(CollectorRegistry(), parts=("serve",))
-    learner = Metrics(CollectorRegistry(), parts=("learner",))
+    a = ServeMetrics(CollectorRegistry())
+    b = ServeMetrics(CollectorRegistry())
+    learner = LearnerMetrics(CollectorRegistry())
     a.requests.labels("200").inc(3)
     b.requests.labels("200").inc(4)
     a.latency.observe(0.01)
@@ -29,7 +35,7 @@ def test_merge_sums_counters_and_combines_gauges():
     a.replica_version.set(5)
     b.replica_version.set(4)
     learner.prequential.set(0.75)
-    defaults = Metrics(CollectorRegistry()).exposition()
+    defaults = defaults_exposition()
     text = merge_expositions([a.exposition(), b.exposition(), learner.exposition()], defaults=defaults)
     assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 7
     assert sample_value(text, "streamcl_predict_latency_seconds_count") == 2
@@ -39,10 +45,10 @@ def test_merge_sums_counters_and_combines_gauges():
 
 
 def test_stale_sources_keep_counters_not_gauges():
-    gone = Metrics(CollectorRegistry(), parts=("serve",))
+    gone = ServeMetrics(CollectorRegistry())
     gone.requests.labels("200").inc(2)
     gone.replica_version.set(1)
-    alive = Metrics(CollectorRegistry(), parts=("serve",))
+    alive = ServeMetrics(CollectorRegistry())
     alive.replica_version.set(9)
     text = merge_expositions([alive.exposition()], counters_only=[gone.exposition()])
     assert sample_value(text, "streamcl_predict_requests_total", {"code": "200"}) == 2
@@ -50,12 +56,9 @@ def test_stale_sources_keep_counters_not_gauges():
 
 
 def test_every_metric_belongs_to_one_part():
-    from streaming.metrics import PARTS
-
     names = {}
-    for part in PARTS:
-        m = Metrics(CollectorRegistry(), parts=(part,))
-        for family in m.registry.collect():
+    for part, registry in component_registries().items():
+        for family in registry.collect():
             names.setdefault(family.name, []).append(part)
     shared = {
         "streamcl_events_consumed",
@@ -69,18 +72,43 @@ def test_every_metric_belongs_to_one_part():
         "streamcl_drift_skipped",
     }
     assert {n: p for n, p in names.items() if len(p) > 1 and n not in shared} == {}
-    joiner = {f.name for f in Metrics(CollectorRegistry(), parts=("joiner",)).registry.collect()}
+    joiner = {f.name for f in JoinerMetrics(CollectorRegistry()).registry.collect()}
     assert {"streamcl_live_accuracy", "streamcl_join_expired", "streamcl_join_pending"} <= joiner
-    learner = {f.name for f in Metrics(CollectorRegistry(), parts=("learner",)).registry.collect()}
+    learner = {f.name for f in LearnerMetrics(CollectorRegistry()).registry.collect()}
     assert {"streamcl_prequential_accuracy", "streamcl_learner_examples_trained"} <= learner
+    # the shared families are exactly those of the base, in every group
+    base = {f.name for f in MetricGroup(CollectorRegistry()).registry.collect()}
+    assert base == shared and all(names[n] == list(GROUPS) for n in shared)
+
+
+def test_all_groups_share_one_registry_and_the_common_families():
+    registry = CollectorRegistry()
+    groups = all_metrics(registry)
+    assert groups["joiner"].dlq is groups["serve"].dlq  # declared once
+    families = {f.name for f in registry.collect()}
+    assert families == {n for r in component_registries().values() for n in (f.name for f in r.collect())}
+
+
+def test_groups_never_use_the_global_registry():
+    before = set(prometheus_client.REGISTRY._names_to_collectors)
+    for group in GROUPS.values():
+        group(CollectorRegistry())
+    assert set(prometheus_client.REGISTRY._names_to_collectors) == before
+
+
+def test_a_group_twice_on_one_registry_is_refused():
+    registry = CollectorRegistry()
+    JoinerMetrics(registry)
+    with pytest.raises(ValueError):
+        JoinerMetrics(registry)
 
 
 def test_merge_labels_each_source_by_model_and_fills_defaults_per_model():
-    news = Metrics(CollectorRegistry(), parts=("learner",))
+    news = LearnerMetrics(CollectorRegistry())
     news.prequential.set(0.9)
-    tickets = Metrics(CollectorRegistry(), parts=("learner",))
+    tickets = LearnerMetrics(CollectorRegistry())
     tickets.prequential.set(0.6)
-    defaults = Metrics(CollectorRegistry()).exposition()
+    defaults = defaults_exposition()
     text = merge_expositions(
         [(news.exposition(), {"model": "news"}), (tickets.exposition(), {"model": "tickets"})],
         defaults=defaults,
