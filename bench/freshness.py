@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadgen import percentile, platform
 from report import emit
 
+from learners.registry import VersionMeta
 from services.client import Client
 from streaming.events import FeedbackEvent, LabeledExample
 from streaming.kafka import Consumer, offset_key
@@ -62,8 +63,8 @@ def main() -> None:
             version = api.predict(["freshness probe"])["model_version"]
             if version != seen_version:
                 if version not in offsets_of:
-                    meta = next(m for m in api.versions() if m["version"] == version)
-                    offsets_of[version] = meta.get("offsets", {})
+                    meta = next(VersionMeta.model_validate(m) for m in api.versions() if m["version"] == version)
+                    offsets_of[version] = meta.offsets
                 covered = offsets_of[version]
                 n = 0
                 for id_, (key, offset) in labeled.items():
@@ -74,7 +75,7 @@ def main() -> None:
                 seen_version = version
             time.sleep(args.poll_s)
         consumer.close()
-        listed = api.versions()
+        listed = [VersionMeta.model_validate(m) for m in api.versions()]
     values = list(fresh.values())
     result = {
         "benchmark": "freshness",
@@ -87,7 +88,7 @@ def main() -> None:
         "freshness_max_s": round(max(values), 1) if values else None,
         "versions_served": swaps,
         # the gate's decisions over the run: the served version rises only through promotions
-        "versions_by_status": dict(Counter(str(m.get("status")) for m in listed)),
+        "versions_by_status": dict(Counter(m.status for m in listed)),
         "served_versions_rising": all(a["version"] < b["version"] for a, b in pairwise(swaps)),
     }
     emit(result, args.out)

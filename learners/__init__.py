@@ -13,6 +13,8 @@ _EXPORTS = {
     "Registry": "learners.registry",
     "LocalRegistry": "learners.registry",
     "open_registry": "learners.registry",
+    "NewVersion": "learners.registry",
+    "VersionMeta": "learners.registry",
     "LearnerSettings": "learners.settings",
     "LearnerService": "learners.service",
 }

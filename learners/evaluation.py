@@ -11,13 +11,24 @@ import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from learners.base import Example
 
 HOLDOUT_FILE = "holdout.json"
 DEFAULT_DOMAIN = "default"
 RECENT = "recent"
+
+
+class Evaluation(TypedDict):
+    """A version's held-out figures (they go into its metrics)."""
+
+    domain_accuracy: dict[str, float]
+    domain_forgetting: dict[str, float]
+    average_accuracy: float | None
+    forgetting: float | None
+    backward_transfer: float | None
+    holdout_sizes: dict[str, int]
 
 
 class Holdout:
@@ -57,7 +68,7 @@ class Holdout:
             return True
         return False
 
-    def evaluate(self, predict: Callable[[Sequence[str]], Sequence[str | None]], batch: int = 64) -> dict[str, Any]:
+    def evaluate(self, predict: Callable[[Sequence[str]], Sequence[str | None]], batch: int = 64) -> Evaluation:
         """Score a model on every domain's sample; update best; return the figures."""
         accuracy: dict[str, float] = {}
         for domain, rows in self.samples.items():

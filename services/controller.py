@@ -17,146 +17,22 @@ gate does not undo a rollback with an older candidate.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from learners.evaluation import gate_rows
-from learners.registry import Registry
-from streaming.errors import InvalidEvent, RegistryError
-from streaming.events import ModelEvent, decode
+from learners.registry import Registry, ServingState
+from services.gate import Decision, Gate, PromoteNewer
+from services.metrics import ControllerMetrics
+from streaming.deadletter import decode_or_dead_letter
+from streaming.errors import RegistryError
+from streaming.events import ModelEvent
 from streaming.kafka import Consumer, Producer
-from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_ACTOR = "streamcl-controller"
-
-
-@dataclass(frozen=True)
-class Decision:
-    ok: bool
-    reason: str
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
-class Gate(Protocol):
-    """Decides whether a candidate may replace the serving version."""
-
-    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision: ...
-
-
-class PromoteNewer:
-    """Promotes every candidate newer than the serving version."""
-
-    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision:
-        if serving is not None and candidate["version"] <= serving["version"]:
-            return Decision(False, f"not newer than serving version {serving['version']}")
-        return Decision(True, "newer than the serving version")
-
-
-def _accuracy(pairs: Sequence[tuple[str | None, str]]) -> float:
-    return sum(p == y for p, y in pairs) / len(pairs) if pairs else 0.0
-
-
-class ScoreGate:
-    """Scores the candidate and the serving version on the candidate's gate set: the
-    held-out examples of its lineage (every domain's retained sample and the most recent
-    held-out window), which neither model trained on.
-
-    The candidate is refused when it is worse than the serving version by more than
-    ``max_drop`` overall, or by more than ``max_domain_drop`` on a group with at least
-    ``min_domain_examples`` examples, *and* the drop is beyond chance: with ``lost`` the
-    examples only the serving version gets right and ``won`` those only the candidate gets
-    right (a paired, McNemar-style sign test), ``lost - won > z * sqrt(lost + won)``. On a
-    small gate set one example is a large fraction; the test keeps noise from blocking
-    every candidate while a real regression is still refused."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        max_drop: float = 0.02,
-        max_domain_drop: float = 0.1,
-        min_domain_examples: int = 20,
-        z: float = 1.64,
-        batch: int = 64,
-    ) -> None:
-        self.registry = registry
-        self.max_drop = max_drop
-        self.max_domain_drop = max_domain_drop
-        self.min_domain_examples = min_domain_examples
-        self.z = z
-        self.batch = batch
-        self._cached: tuple[int, Any] | None = None  # the serving model, loaded once
-
-    def _model(self, version: int) -> Any:
-        if self._cached and self._cached[0] == version:
-            return self._cached[1]
-        return self.registry.load_model(version)
-
-    def _predict(self, model: Any, texts: list[str]) -> list[str | None]:
-        out: list[str | None] = []
-        for i in range(0, len(texts), self.batch):
-            out += [p.label for p in model.predict(texts[i : i + self.batch])]
-        return out
-
-    def _worse(self, cand: list[bool], base: list[bool], limit: float) -> tuple[bool, str]:
-        """Is the candidate worse by more than ``limit`` and beyond chance? And the figures."""
-        n = len(cand)
-        acc_c, acc_s = sum(cand) / n, sum(base) / n
-        lost = sum(b and not c for c, b in zip(cand, base))
-        won = sum(c and not b for c, b in zip(cand, base))
-        significant = lost - won > self.z * math.sqrt(lost + won)
-        text = f"{acc_c:.3f} vs {acc_s:.3f} on {n} examples (lost {lost}, won {won})"
-        return acc_c < acc_s - limit and significant, text
-
-    def decide(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Decision:
-        if serving is None:
-            return Decision(True, "nothing is serving yet")
-        if candidate["version"] <= serving["version"]:
-            return Decision(False, f"not newer than serving version {serving['version']}")
-        rows = gate_rows(self.registry.local_path(candidate["version"]))
-        if not rows:
-            return Decision(True, "no held-out examples yet to score on: promoted as newer")
-        texts = [t for t, _, _ in rows]
-        serving_model = self._model(serving["version"])
-        self._cached = (serving["version"], serving_model)
-        cand_pred = self._predict(self._model(candidate["version"]), texts)
-        base_pred = self._predict(serving_model, texts)
-        cand = [p == y for p, (_, y, _) in zip(cand_pred, rows)]
-        base = [p == y for p, (_, y, _) in zip(base_pred, rows)]
-        figures: dict[str, Any] = {
-            "gate_examples": len(rows),
-            "gate_accuracy": round(sum(cand) / len(rows), 4),
-            "gate_serving_accuracy": round(sum(base) / len(rows), 4),
-            "gate_serving_version": serving["version"],
-            "gate_groups": {},
-        }
-        problems = []
-        worse, text = self._worse(cand, base, self.max_drop)
-        if worse:
-            problems.append(f"accuracy {text} against serving version {serving['version']}")
-        for g in sorted({g for _, _, g in rows}):
-            idx = [i for i, (_, _, gg) in enumerate(rows) if gg == g]
-            gc, gb = [cand[i] for i in idx], [base[i] for i in idx]
-            figures["gate_groups"][g] = {
-                "n": len(idx),
-                "candidate": round(sum(gc) / len(idx), 4),
-                "serving": round(sum(gb) / len(idx), 4),
-            }
-            if len(idx) >= self.min_domain_examples:
-                worse, text = self._worse(gc, gb, self.max_domain_drop)
-                if worse:
-                    problems.append(f"domain {g!r}: {text}")
-        if problems:
-            limits = f"largest drops allowed {self.max_drop:g} overall, {self.max_domain_drop:g} per domain"
-            return Decision(False, "; ".join(problems) + f" ({limits}, beyond chance)", figures)
-        acc = f"accuracy {figures['gate_accuracy']:.3f} vs {figures['gate_serving_accuracy']:.3f}"
-        return Decision(True, f"{acc} on {len(rows)} gate examples, no domain worse", figures)
 
 
 class AdminError(Exception):
@@ -174,7 +50,7 @@ class ModelController:
         self,
         stream: StreamSettings,
         registry: Registry,
-        metrics: Metrics,
+        metrics: ControllerMetrics,
         model: str = "default",
         gate: Gate | None = None,
         shadow: Any = None,
@@ -188,11 +64,9 @@ class ModelController:
         self._waiting: int | None = None  # the newest candidate waiting for its shadow
         self.decided = 0
         self._lock = threading.RLock()  # admin calls arrive on another thread than step()
-        self._pinned_seen = bool(registry.serving_state().get("pinned"))
+        self._pinned_seen = registry.serving_state().pinned
         self._producer = Producer(stream, client_id="streamcl-controller")
-        self._consumer = Consumer(
-            stream, group_id=f"{stream.consumer_group}.controller", client_id="streamcl-controller"
-        )
+        self._consumer = Consumer(stream, group_id=stream.group("controller"), client_id="streamcl-controller")
         self._consumer.assign([stream.topics.models])
         self.reconcile()
 
@@ -200,25 +74,23 @@ class ModelController:
     def reconcile(self) -> None:
         """Decide the newest candidate the registry holds that may be promoted automatically."""
         floor = _automatic_floor(self.registry.serving_state())
-        waiting = [m for m in self.registry.versions() if m.get("status") == "candidate" and m["version"] > floor]
+        waiting = [m for m in self.registry.versions() if m.status == "candidate" and m.version > floor]
         if waiting:
-            self._queue(waiting[-1]["version"])
+            self._queue(waiting[-1].version)
         self._publish_gauges()
 
     def step(self) -> int:
-        pinned = bool(self.registry.serving_state().get("pinned"))
+        pinned = self.registry.serving_state().pinned
         if self._pinned_seen and not pinned:
             self._pinned_seen = False
             self.reconcile()  # unpinned: candidates that waited are decided now
         self._pinned_seen = pinned
         records = self._consumer.poll(0.5, max_records=100)
         newest = None
+        dlq, limit = self.stream.topics.dlq, self.stream.max_text_chars
         for rec in records:
-            try:
-                event = decode(ModelEvent, rec.value, self.stream.max_text_chars)
-            except InvalidEvent as exc:
-                self._producer.publish(self.stream.topics.dlq, rec.dead_letter(exc.reason, exc.detail))
-                self.metrics.dlq.labels(exc.reason).inc()
+            event = decode_or_dead_letter(ModelEvent, rec, limit, self._producer, dlq, self.metrics)
+            if event is None:
                 continue
             if event.model == self.model and event.status == "candidate":
                 self.metrics.model_version.labels("candidate").set(event.version)
@@ -247,7 +119,7 @@ class ModelController:
         if not self.shadow.active and self._waiting is not None:
             version, self._waiting = self._waiting, None
             try:
-                status = self.registry.meta(version).get("status")
+                status = self.registry.meta(version).status
             except RegistryError:
                 status = None
             if status == "candidate" and version > _automatic_floor(self.registry.serving_state()):
@@ -265,12 +137,12 @@ class ModelController:
             log.warning("candidate %d cannot be read: %s", version, exc)
             return
         state = self.registry.serving_state()
-        if candidate.get("status") != "candidate" or version <= int(state.get("floor", 0)):
+        if candidate.status != "candidate" or version <= state.floor:
             return  # already decided, or older than an operator's decision
-        if state.get("pinned"):
-            log.info("version %d waits: serving version %s is pinned", version, state.get("version"))
+        if state.pinned:
+            log.info("version %d waits: serving version %s is pinned", version, state.version)
             return
-        current = state.get("version")
+        current = state.version
         started = time.perf_counter()
         try:
             serving = self.registry.meta(current) if current is not None else None
@@ -279,7 +151,7 @@ class ModelController:
             decision = Decision(False, f"cannot be scored: {exc}")
         with self._lock:
             now = self.registry.serving_state()
-            if now.get("version") != current or now.get("pinned") or version <= int(now.get("floor", 0)):
+            if now.version != current or now.pinned or version <= now.floor:
                 log.info("version %d: the serving version changed while it was scored; left for later", version)
                 return
             figures = {**decision.figures, **(shadowed or {}), "gate_seconds": round(time.perf_counter() - started, 3)}
@@ -295,7 +167,7 @@ class ModelController:
                 log.info("version %d rejected: %s", version, decision.reason)
             self.decided += 1
 
-    def _promote(self, version: int, reason: str, figures: dict[str, Any], **pointer: Any) -> dict[str, Any]:
+    def _promote(self, version: int, reason: str, figures: dict[str, Any], **pointer: Any) -> ServingState:
         self.registry.local_path(version)  # refuses missing or corrupt files (checked once per file state)
         state = self.registry.set_serving(version, **pointer)
         self.registry.update(version, status="promoted", reason=reason, gate=figures)
@@ -319,14 +191,14 @@ class ModelController:
                     state = self._admin_pin(version, who)
                 elif action == "unpin":
                     state = self.registry.set_pinned(False)
-                    log.warning("%s unpinned serving version %s", who, state.get("version"))
+                    log.warning("%s unpinned serving version %s", who, state.version)
                 else:
                     raise AdminError(400, "unknown_action", f"unknown admin action {action!r}")
         except AdminError as exc:
             return {"error": exc.error, "status": exc.status, "detail": exc.detail}
         except RegistryError as exc:
             return {"error": "registry_error", "status": 409, "detail": str(exc)}
-        return {"serving": state.get("version"), "pinned": bool(state.get("pinned")), "history": state["history"]}
+        return {"serving": state.version, "pinned": state.pinned, "history": state.history}
 
     def _version(self, version: int | None) -> int:
         if version is None:
@@ -343,21 +215,21 @@ class ModelController:
 
     def _floor(self) -> int:
         versions = self.registry.versions()
-        return versions[-1]["version"] if versions else 0
+        return versions[-1].version if versions else 0
 
-    def _admin_promote(self, version: int, who: str) -> dict[str, Any]:
+    def _admin_promote(self, version: int, who: str) -> ServingState:
         meta = self.registry.meta(version)
-        override = meta.get("status") == "rejected"
-        reason = f"promoted by {who}" + (f" over the gate's rejection ({meta.get('reason')})" if override else "")
+        override = meta.status == "rejected"
+        reason = f"promoted by {who}" + (f" over the gate's rejection ({meta.reason})" if override else "")
         if override:
             log.warning("version %d: %s", version, reason)
         return self._promote(version, reason, {"override": override, "operator": True}, floor=self._floor())
 
-    def _admin_rollback(self, version: int | None, who: str) -> dict[str, Any]:
+    def _admin_rollback(self, version: int | None, who: str) -> ServingState:
         state = self.registry.serving_state()
-        current = state.get("version")
+        current = state.version
         if version is None:
-            history = [v for v in state.get("history", []) if v != current]
+            history = [v for v in state.history if v != current]
             for candidate in reversed(history):
                 try:
                     self.registry.local_path(candidate)
@@ -379,14 +251,14 @@ class ModelController:
         log.warning("%s rolled back from version %s to %d", who, current, target)
         return new_state
 
-    def _admin_pin(self, version: int | None, who: str) -> dict[str, Any]:
+    def _admin_pin(self, version: int | None, who: str) -> ServingState:
         current = self.registry.serving()
         if version is not None and version != current:
             self._version(version)
             state = self._promote(version, f"pinned by {who}", {"operator": True}, pinned=True, floor=self._floor())
         else:
             state = self.registry.set_pinned(True)
-        log.warning("%s pinned version %s", who, state.get("version"))
+        log.warning("%s pinned version %s", who, state.version)
         return state
 
     # reporting ----------------------------------------------------------------------------------
@@ -396,9 +268,9 @@ class ModelController:
             model=self.model,
             version=version,
             status=status,  # type: ignore[arg-type]
-            parent=meta.get("parent"),
-            metrics={**meta.get("metrics", {}), **extra},
-            uri=meta["uri"],
+            parent=meta.parent,
+            metrics={**meta.metrics.to_json(), **extra},
+            uri=meta.uri,
         )
         self._producer.publish(self.stream.topics.models, event, key=self.model)
         self._producer.flush()
@@ -410,7 +282,7 @@ class ModelController:
 
     def status(self) -> dict[str, Any]:
         state = self.registry.serving_state()
-        return {"serving": state.get("version"), "pinned": bool(state.get("pinned")), "decided": self.decided}
+        return {"serving": state.version, "pinned": state.pinned, "decided": self.decided}
 
     def close(self) -> None:
         try:
@@ -421,12 +293,15 @@ class ModelController:
             self._producer.close()
 
 
-def _automatic_floor(state: dict[str, Any]) -> int:
+def _automatic_floor(state: ServingState) -> int:
     """Candidates at or below this version are not decided automatically: the serving version
     and an operator's floor."""
-    return max(state.get("version") or 0, int(state.get("floor", 0)))
+    return max(state.version or 0, state.floor)
 
 
 def _numbers(figures: dict[str, Any]) -> dict[str, Any]:
     """The flat figures of a decision, for a ModelEvent's ``metrics``."""
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str, bool))}
+
+
+__all__ = ["CONTROLLER_ACTOR", "AdminError", "ModelController"]

@@ -23,9 +23,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from services.metrics import ControllerMetrics
 from streaming.errors import InvalidEvent, RegistryError
 from streaming.events import FeedbackEvent, PredictionEvent, Record, TextEvent, decode
-from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Shadow:
         self,
         stream: StreamSettings,
         load: Callable[[int], Any],
-        metrics: Metrics | None = None,
+        metrics: ControllerMetrics | None = None,
         texts: int = 200,
         share: float = 0.1,
         max_s: float = 300.0,

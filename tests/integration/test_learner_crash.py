@@ -12,11 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from test_learner_service import learner_settings, run_until
 
+from learners.metrics import LearnerMetrics
 from learners.registry import LocalRegistry
 from learners.service import LearnerService
 from streaming.events import LabeledExample
 from streaming.kafka import Producer
-from streaming.metrics import Metrics, sample_value
+from streaming.metrics import sample_value
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def lineage_of(registry, version):
         lineage = registry.lineage(version) or {}
         ids += lineage.get("trained", []) + lineage.get("held_out", []) + lineage.get("backlog_skipped", [])
         skipped += lineage.get("skipped", [])
-        version = meta["parent"]
+        version = meta.parent
     return chain, ids, skipped
 
 
@@ -56,7 +57,7 @@ def settings(tmp_path, **kw):
 def test_a_failed_training_step_reads_its_batch_again(make_settings, tmp_path):
     s = make_settings()
     publish(s, range(24))
-    svc = LearnerService(s, settings(tmp_path, eval_holdout_every=0), Metrics(CollectorRegistry()))
+    svc = LearnerService(s, settings(tmp_path, eval_holdout_every=0), LearnerMetrics(CollectorRegistry()))
     real, calls = svc.learner.learn, []
 
     def flaky(batch):
@@ -74,10 +75,10 @@ def test_a_failed_training_step_reads_its_batch_again(make_settings, tmp_path):
             svc.step(0.2)
         except RuntimeError:
             failures += 1
-    run_until(svc, lambda: svc.registry.latest()["offsets"] == {f"{s.topics.labeled}:0": 24})
+    run_until(svc, lambda: svc.registry.latest().offsets == {f"{s.topics.labeled}:0": 24})
     svc.close()
     assert failures == 1 and svc.trained_total == 24
-    _, ids, _ = lineage_of(svc.registry, svc.registry.latest()["version"])
+    _, ids, _ = lineage_of(svc.registry, svc.registry.latest().version)
     assert sorted(ids) == sorted(f"e{i}" for i in range(24))
 
 
@@ -85,18 +86,18 @@ def test_a_corrupt_newest_version_is_skipped_loudly_for_the_one_before(make_sett
     s = make_settings()
     ls = settings(tmp_path, eval_holdout_every=0, version_every_n=16, version_every_s=3600)
     publish(s, range(32))
-    svc = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    svc = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
     run_until(svc, lambda: svc.parent == 3)
     svc.close()
     registry = svc.registry
     weights = registry.local_path(3) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # a torn write
-    metrics = Metrics(CollectorRegistry())
+    metrics = LearnerMetrics(CollectorRegistry())
     again = LearnerService(s, ls, metrics)
     assert again.parent == 2 and again._offsets == {f"{s.topics.labeled}:0": 16}
     assert "CANNOT RESUME from version 3" in caplog.text
     assert sample_value(metrics.exposition(), "streamcl_learner_checkpoint_fallbacks_total") == 1
-    run_until(again, lambda: again.registry.latest()["version"] == 4)
+    run_until(again, lambda: again.registry.latest().version == 4)
     again.close()
     # the new lineage continues from version 2 and takes examples 16..31 once more, once
     chain, ids, _ = lineage_of(registry, 4)
@@ -118,7 +119,7 @@ def test_killing_the_learner_actor_mid_stream_consumes_every_example_once(make_s
         actor = (
             ray.remote(ServiceHost)
             .options(name="learner", num_cpus=1, max_restarts=-1, max_task_retries=0)
-            .remote(_learner(s, ls), "learner", ("learner",), None, False)
+            .remote(_learner(s, ls), "learner", LearnerMetrics, None, False)
         )
         ray.get(actor.status.remote(), timeout=120)
 
@@ -148,9 +149,9 @@ def test_killing_the_learner_actor_mid_stream_consumes_every_example_once(make_s
         deadline = time.monotonic() + 240
         while True:  # the restarted learner catches up and checkpoints the end of the stream
             latest = registry.latest()
-            if latest and sum(latest["offsets"].values()) == n + len(bad):
+            if latest and sum(latest.offsets.values()) == n + len(bad):
                 break
-            assert time.monotonic() < deadline, (latest or {}).get("offsets")
+            assert time.monotonic() < deadline, latest and latest.offsets
             time.sleep(1.0)
         pids.add(pid())
         ray.get(actor.stop.remote(), timeout=60)
@@ -159,11 +160,11 @@ def test_killing_the_learner_actor_mid_stream_consumes_every_example_once(make_s
             producer.join()
         ray.shutdown()
     assert len(pids) == 5  # four kills, five processes
-    chain, ids, skipped = lineage_of(registry, latest["version"])
+    chain, ids, skipped = lineage_of(registry, latest.version)
     assert len(ids) == len(set(ids)), "an example was consumed twice in the surviving lineage"
     assert sorted(ids) == sorted(f"e{i}" for i in range(n)), "an example was lost"
     assert len(skipped) == len(bad)  # the malformed records, dead-lettered once each
-    counted = [registry.meta(v).get("consumed", {}) for v in chain]
+    counted = [registry.meta(v).consumed for v in chain]
     assert sum(c.get("trained", 0) + c.get("held_out", 0) for c in counted) == n
     # the versions that lost their learner are not in the lineage, but stay in the registry
     assert len(registry.versions()) >= len(chain)
@@ -173,15 +174,15 @@ def test_only_the_two_newest_versions_keep_the_learners_state(make_settings, tmp
     s = make_settings()
     ls = settings(tmp_path, strategy="replay", eval_holdout_every=0, version_every_n=8, version_every_s=3600)
     publish(s, range(40))
-    svc = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    svc = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
     run_until(svc, lambda: svc.parent == 6)
     svc.close()
-    versions = {m["version"]: m for m in svc.registry.versions()}
+    versions = {m.version: m for m in svc.registry.versions()}
     state = ["finetune.safetensors", "replay.json"]  # optimizer moments; buffer and random state
-    assert [versions[v]["state_files"] for v in range(2, 7)] == [state] * 5
+    assert [versions[v].state_files for v in range(2, 7)] == [state] * 5
     with_state = [v for v, m in versions.items() if (svc.registry.local_path(v) / "replay.json").exists()]
     assert with_state == [5, 6]
-    assert versions[4]["dropped"] == state and not set(state) & set(versions[4]["files"])
+    assert versions[4].dropped == state and not set(state) & set(versions[4].files)
     # an older version still loads (weights intact) and serves
     from learners.model import TextClassifier
 

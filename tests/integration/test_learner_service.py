@@ -5,12 +5,12 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier
 from learners.service import LearnerService
 from learners.settings import LearnerSettings
 from streaming.events import LabeledExample, ModelEvent
 from streaming.kafka import Consumer, Producer
-from streaming.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 
@@ -60,17 +60,17 @@ def test_versions_hold_offsets_and_resume(make_settings, tmp_path):
     s = make_settings()
     ls = learner_settings(tmp_path)
     publish(s, 32)
-    svc = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    svc = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
     assert svc.parent == 1  # start-up version from the base encoder
     assert svc.model.labels == []
     run_until(svc, lambda: svc.trained_total == 32)
     svc.close()
     versions = svc.registry.versions()
-    assert [v["version"] for v in versions] == [1, 2, 3]
-    assert versions[-1]["offsets"] == {f"{s.topics.labeled}:0": 32}
-    assert versions[-1]["parent"] == 2
-    assert versions[-1]["labels"] == ["pos", "neg"]
-    assert versions[-1]["metrics"]["examples_trained"] == 32
+    assert [v.version for v in versions] == [1, 2, 3]
+    assert versions[-1].offsets == {f"{s.topics.labeled}:0": 32}
+    assert versions[-1].parent == 2
+    assert versions[-1].labels == ["pos", "neg"]
+    assert versions[-1].metrics.examples_trained == 32
 
     # the ModelEvents were published
     c = Consumer(s, group_id=None)
@@ -84,11 +84,11 @@ def test_versions_hold_offsets_and_resume(make_settings, tmp_path):
 
     # a restarted learner continues from the newest version's offsets: nothing is read twice
     publish(s, 16, start=32)
-    again = LearnerService(s, ls, Metrics(CollectorRegistry()))
+    again = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
     assert again.parent == 3 and again.trained_total == 32
     run_until(again, lambda: again.trained_total == 48)
     again.close()
-    assert again.registry.versions()[-1]["offsets"] == {f"{s.topics.labeled}:0": 48}
+    assert again.registry.versions()[-1].offsets == {f"{s.topics.labeled}:0": 48}
 
     # weights written are the ones loaded
     model = TextClassifier.load(again.registry.local_path(4))
@@ -99,15 +99,15 @@ def test_checkpoint_past_the_end_of_a_new_broker_starts_from_the_start(make_sett
     old = make_settings()
     ls = learner_settings(tmp_path)
     publish(old, 16)
-    svc = LearnerService(old, ls, Metrics(CollectorRegistry()))
+    svc = LearnerService(old, ls, LearnerMetrics(CollectorRegistry()))
     run_until(svc, lambda: svc.trained_total == 16)
     svc.close()
     # same topics names, but "a new, empty broker": the offsets point past the end
     fresh = make_settings(topic_prefix=old.topic_prefix + "x")
     meta = svc.registry.versions()[-1]
-    svc.registry.update(meta["version"], offsets={f"{fresh.topics.labeled}:0": 16})
+    svc.registry.update(meta.version, offsets={f"{fresh.topics.labeled}:0": 16})
     publish(fresh, 8)
-    again = LearnerService(fresh, ls, Metrics(CollectorRegistry()))
+    again = LearnerService(fresh, ls, LearnerMetrics(CollectorRegistry()))
     assert again._offsets == {f"{fresh.topics.labeled}:0": 0}
     run_until(again, lambda: again.trained_total == 24)
     again.close()
@@ -116,7 +116,7 @@ def test_checkpoint_past_the_end_of_a_new_broker_starts_from_the_start(make_sett
 def test_prequential_predictions_are_made_before_training(make_settings, tmp_path):
     s = make_settings()
     ls = learner_settings(tmp_path, labels=["pos", "neg"])
-    metrics = Metrics(CollectorRegistry())
+    metrics = LearnerMetrics(CollectorRegistry())
     svc = LearnerService(s, ls, metrics)
     publish(s, 64)
     run_until(svc, lambda: svc.trained_total == 64)
@@ -130,10 +130,10 @@ def test_prequential_predictions_are_made_before_training(make_settings, tmp_pat
 def test_a_learner_far_behind_trains_on_a_sample_and_counts_the_rest_as_skipped(make_settings, tmp_path):
     s = make_settings(backlog_max=40, backlog_policy="sample")
     publish(s, 400, one_by_one=True)
-    metrics = Metrics(CollectorRegistry())
+    metrics = LearnerMetrics(CollectorRegistry())
     svc = LearnerService(s, learner_settings(tmp_path, version_every_n=1000), metrics)
     run_until(svc, lambda: svc.status()["offsets"].get(f"{s.topics.labeled}:0") == 400, timeout_s=120)
-    trained, skipped = list(svc._lineage["trained"]), list(svc._lineage["backlog_skipped"])
+    trained, skipped = list(svc.versions.lineage["trained"]), list(svc.versions.lineage["backlog_skipped"])
     svc.write_version()
     svc.close()
     # every example consumed exactly once: trained, or left out by the backlog policy
@@ -148,7 +148,7 @@ def test_a_learner_far_behind_trains_on_a_sample_and_counts_the_rest_as_skipped(
 def test_the_throttle_policy_trains_on_everything(make_settings, tmp_path):
     s = make_settings(backlog_max=40, backlog_policy="throttle")
     publish(s, 120, one_by_one=True)
-    svc = LearnerService(s, learner_settings(tmp_path, version_every_n=1000), Metrics(CollectorRegistry()))
+    svc = LearnerService(s, learner_settings(tmp_path, version_every_n=1000), LearnerMetrics(CollectorRegistry()))
     run_until(svc, lambda: svc.trained_total == 120, timeout_s=120)
-    assert svc._lineage["backlog_skipped"] == []
+    assert svc.versions.lineage["backlog_skipped"] == []
     svc.close()

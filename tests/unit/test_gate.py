@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from learners.evaluation import Holdout
 from learners.model import Prediction
-from learners.registry import LocalRegistry
-from services.controller import ModelController, PromoteNewer, ScoreGate
-from streaming.metrics import Metrics
+from learners.registry import LocalRegistry, NewVersion, ServingState
+from services.controller import ModelController
+from services.gate import PromoteNewer, ScoreGate
+from services.metrics import ControllerMetrics
 
 
 class Fake:
@@ -31,7 +32,7 @@ def _registry(tmp_path: Path, rows: list[tuple[str, str, str]]) -> LocalRegistry
     for text, label, domain in rows:
         holdout.take(SimpleNamespace(text=text, label=label, domain=domain))
     for _ in range(2):
-        reg.create(lambda folder: holdout.save(folder), {"status": "candidate"})
+        reg.create(lambda folder: holdout.save(folder), NewVersion(status="candidate"))
     reg.set_serving(1)
     return reg
 
@@ -76,15 +77,15 @@ def test_small_groups_are_judged_only_overall(tmp_path):
 def test_serving_history_pin_and_floor(tmp_path):
     reg = LocalRegistry(tmp_path)
     for _ in range(3):
-        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), {})
-    assert reg.serving_state() == {"version": None, "pinned": False, "history": [], "floor": 0}
+        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion())
+    assert reg.serving_state() == ServingState(version=None, pinned=False, history=[], floor=0)
     reg.set_serving(1)
     reg.set_serving(2)
     state = reg.set_serving(3, pinned=True, floor=3)
-    assert state["history"] == [1, 2] and state["pinned"] and state["floor"] == 3
-    assert reg.set_serving(1)["history"] == [2, 3]  # a version serving again leaves the history
-    assert reg.set_pinned(False)["pinned"] is False
-    assert LocalRegistry(tmp_path).serving_state()["floor"] == 3
+    assert state.history == [1, 2] and state.pinned and state.floor == 3
+    assert reg.set_serving(1).history == [2, 3]  # a version serving again leaves the history
+    assert reg.set_pinned(False).pinned is False
+    assert LocalRegistry(tmp_path).serving_state().floor == 3
 
 
 class Quiet(ModelController):
@@ -92,7 +93,7 @@ class Quiet(ModelController):
 
     def __init__(self, registry, gate):
         self.registry, self.gate, self.model, self.decided = registry, gate, "default", 0
-        self.metrics = Metrics(CollectorRegistry(), parts=("controller",))
+        self.metrics = ControllerMetrics(CollectorRegistry())
         self.announced: list[tuple[int, str]] = []
         import threading
 
@@ -105,17 +106,17 @@ class Quiet(ModelController):
 def test_operator_calls_and_the_gate_do_not_undo_each_other(tmp_path):
     reg = LocalRegistry(tmp_path)
     for status in ("promoted", "candidate", "candidate"):
-        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), {"status": status})
+        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status=status))
     reg.set_serving(1)
     c = Quiet(reg, PromoteNewer())
     assert c.admin("pin")["pinned"] is True
     c.consider(3)
-    assert reg.serving() == 1 and reg.meta(3)["status"] == "candidate"  # pinned: it waits
+    assert reg.serving() == 1 and reg.meta(3).status == "candidate"  # pinned: it waits
     c.admin("unpin")
     c.consider(3)
     assert reg.serving() == 3
     out = c.admin("rollback")
-    assert out["serving"] == 1 and reg.meta(3)["status"] == "rolled_back"
+    assert out["serving"] == 1 and reg.meta(3).status == "rolled_back"
     c.consider(2)  # older than the operator's decision: not promoted automatically
     assert reg.serving() == 1
     assert c.admin("promote", 2)["serving"] == 2

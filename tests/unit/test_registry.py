@@ -1,6 +1,6 @@
 import pytest
 
-from learners.registry import LocalRegistry, open_registry
+from learners.registry import LocalRegistry, NewVersion, open_registry
 from streaming.errors import RegistryError
 
 
@@ -16,29 +16,29 @@ def write(content: bytes, lineage: bytes | None = None):
 def test_versions_only_grow_and_keep_lineage(tmp_path):
     reg = LocalRegistry(tmp_path)
     assert reg.latest() is None and reg.serving() is None
-    v1 = reg.create(write(b"one"), {"parent": None})
-    v2 = reg.create(write(b"two"), {"parent": 1})
-    v3 = reg.create(write(b"three"), {"parent": 2})
-    assert [v1["version"], v2["version"], v3["version"]] == [1, 2, 3]
-    assert v3["status"] == "candidate" and v3["uri"].endswith("/versions/000003")
+    v1 = reg.create(write(b"one"), NewVersion(parent=None))
+    v2 = reg.create(write(b"two"), NewVersion(parent=1))
+    v3 = reg.create(write(b"three"), NewVersion(parent=2))
+    assert [v1.version, v2.version, v3.version] == [1, 2, 3]
+    assert v3.status == "candidate" and v3.uri.endswith("/versions/000003")
     reg.set_serving(1)
     assert reg.prune(keep_last=1, keep={1}) == [2]
-    assert reg.meta(2)["pruned"] is True
+    assert reg.meta(2).pruned is True
     with pytest.raises(RegistryError):
         reg.local_path(2)
     assert (reg.local_path(1) / "model.safetensors").read_bytes() == b"one"
     # a new registry object on the same folder continues the numbering
-    assert LocalRegistry(tmp_path).create(write(b"four"), {})["version"] == 4
-    assert [m["version"] for m in reg.versions()] == [1, 2, 3, 4]
-    assert reg.latest()["version"] == 4
+    assert LocalRegistry(tmp_path).create(write(b"four"), NewVersion()).version == 4
+    assert [m.version for m in reg.versions()] == [1, 2, 3, 4]
+    assert reg.latest().version == 4
 
 
 def test_corrupt_files_are_detected(tmp_path):
     reg = LocalRegistry(tmp_path)
-    meta = reg.create(write(b"weights"), {})
-    (reg.local_path(meta["version"]) / "model.safetensors").write_bytes(b"tampered")
+    meta = reg.create(write(b"weights"), NewVersion())
+    (reg.local_path(meta.version) / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(RegistryError, match="corrupt"):
-        reg.local_path(meta["version"])
+        reg.local_path(meta.version)
 
 
 def test_failed_write_leaves_no_version(tmp_path):
@@ -49,7 +49,7 @@ def test_failed_write_leaves_no_version(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        reg.create(boom, {})
+        reg.create(boom, NewVersion())
     assert reg.versions() == []
     assert not [p for p in (tmp_path / "versions").iterdir()]
 
@@ -67,8 +67,8 @@ def test_unknown_versions_and_schemes(tmp_path):
 
 def test_a_pruned_version_keeps_its_lineage(tmp_path):
     reg = LocalRegistry(tmp_path)
-    reg.create(write(b"one", b'{"trained": ["a", "b"], "held_out": [], "skipped": []}'), {"parent": None})
-    reg.create(write(b"two"), {"parent": 1})
+    reg.create(write(b"one", b'{"trained": ["a", "b"], "held_out": [], "skipped": []}'), NewVersion(parent=None))
+    reg.create(write(b"two"), NewVersion(parent=1))
     assert reg.prune(keep_last=1, keep=set()) == [1]
     assert reg.lineage(1) == {"trained": ["a", "b"], "held_out": [], "skipped": []}
     assert reg.lineage(2) is None
@@ -81,8 +81,44 @@ def test_dropped_files_go_and_the_version_still_loads(tmp_path):
         write(b"weights")(folder)
         (folder / "replay.json").write_text("[]")
 
-    reg.create(files, {"parent": None})
+    reg.create(files, NewVersion(parent=None))
     meta = reg.drop_files(1, ["replay.json", "meta.json", "absent.json"])
-    assert meta["dropped"] == ["replay.json"] and set(meta["files"]) == {"model.safetensors"}
+    assert meta.dropped == ["replay.json"] and set(meta.files) == {"model.safetensors"}
     folder = reg.local_path(1)  # checksums of what is left still verify
     assert not (folder / "replay.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_meta_json_round_trips_and_keeps_unknown_keys(tmp_path):
+    import json
+
+    from learners.registry import VersionMeta, VersionMetrics
+
+    reg = LocalRegistry(tmp_path)
+    new = NewVersion(parent=None, offsets={"t:0": 3}, metrics=VersionMetrics(examples_trained=3))
+    created = reg.create(write(b"one"), new)
+    path = tmp_path / "versions" / "000001" / "meta.json"
+    stored = json.loads(path.read_text())
+    # the operator contract: integer version and parent, status, offsets, metrics, checksums
+    assert stored["version"] == 1 and stored["parent"] is None and stored["status"] == "candidate"
+    assert stored["offsets"] == {"t:0": 3} and stored["metrics"] == {"examples_trained": 3}
+    assert set(stored["files"]) == {"model.safetensors"} and created.to_json() == stored
+    # a meta.json written by older (or newer) code: unknown keys load and survive an update
+    path.write_text(json.dumps({**stored, "owner": "team-a", "metrics": {"examples_trained": 3, "bleu": 0.5}}))
+    meta = reg.update(1, status="rejected", reason="gate", gate={"gate_accuracy": 0.5, "custom": 1})
+    again = json.loads(path.read_text())
+    assert again["owner"] == "team-a" and again["metrics"]["bleu"] == 0.5 and again["gate"]["custom"] == 1
+    assert meta.status == "rejected" and meta.gate is not None and meta.gate.gate_accuracy == 0.5
+    assert VersionMeta.model_validate(again) == reg.meta(1)
+    with pytest.raises(ValueError):
+        reg.update(1, status="bogus")  # validated: a wrong value is refused, the file is unchanged
+    assert json.loads(path.read_text()) == again
+
+
+def test_corrupt_metadata_is_refused_and_not_listed(tmp_path):
+    reg = LocalRegistry(tmp_path)
+    reg.create(write(b"one"), NewVersion())
+    reg.create(write(b"two"), NewVersion(parent=1))
+    (tmp_path / "versions" / "000001" / "meta.json").write_text('{"version": "one"')
+    with pytest.raises(RegistryError, match="corrupt metadata"):
+        reg.meta(1)
+    assert [m.version for m in reg.versions()] == [2]

@@ -14,8 +14,8 @@ import pytest
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
-from learners.registry import open_registry
-from learners.s3registry import S3Registry
+from learners.registry import NewVersion, ServingState, open_registry
+from learners.registry.s3 import S3Registry
 from streaming.errors import RegistryError
 
 TEXTS = ["great service, thank you", "the worst delay ever"]
@@ -89,66 +89,66 @@ def test_versions_only_grow_and_keep_lineage(make: Callable[..., S3Registry], bu
         write(b"one")(folder)
         (folder / "lineage.json").write_text('{"trained": ["a"]}')
 
-    v1 = reg.create(with_lineage, {"parent": None})
-    v2 = reg.create(write(b"two"), {"parent": 1})
-    v3 = reg.create(write(b"three"), {"parent": 2})
-    assert [v1["version"], v2["version"], v3["version"]] == [1, 2, 3]
-    assert v3["status"] == "candidate" and v3["uri"] == f"s3://{bucket}/team/registry/versions/000003"
-    assert reg.meta(2)["parent"] == 1 and reg.meta(3)["files"] == v3["files"]
+    v1 = reg.create(with_lineage, NewVersion(parent=None))
+    v2 = reg.create(write(b"two"), NewVersion(parent=1))
+    v3 = reg.create(write(b"three"), NewVersion(parent=2))
+    assert [v1.version, v2.version, v3.version] == [1, 2, 3]
+    assert v3.status == "candidate" and v3.uri == f"s3://{bucket}/team/registry/versions/000003"
+    assert reg.meta(2).parent == 1 and reg.meta(3).files == v3.files
     assert "team/registry/versions/000001/meta.json" in keys(bucket, "team/registry/versions/000001/")
     reg.set_serving(1)
     assert reg.prune(keep_last=1, keep={1}) == [2]
-    assert reg.meta(2)["pruned"] is True and reg.meta(2)["files"] == {} and reg.meta(2)["parent"] == 1
+    assert reg.meta(2).pruned is True and reg.meta(2).files == {} and reg.meta(2).parent == 1
     assert keys(bucket, "team/registry/versions/000002/model") == []  # the files went, the metadata stayed
     assert reg.prune(keep_last=1, keep=set()) == [1]
     assert reg.lineage(1) == {"trained": ["a"]} and reg.lineage(3) is None  # what it consumed stays
     with pytest.raises(RegistryError, match="pruned"):
         reg.local_path(2)
     # a new registry object (another machine) continues the numbering
-    assert make().create(write(b"four"), {})["version"] == 4
-    assert [m["version"] for m in reg.versions()] == [1, 2, 3, 4]
-    assert reg.latest()["version"] == 4  # type: ignore[index]
+    assert make().create(write(b"four"), NewVersion()).version == 4
+    assert [m.version for m in reg.versions()] == [1, 2, 3, 4]
+    assert reg.latest().version == 4  # type: ignore[union-attr]
     # another prefix in the same bucket is another registry
-    assert make("other").create(write(b"x"), {})["version"] == 1
+    assert make("other").create(write(b"x"), NewVersion()).version == 1
 
 
 def test_metadata_updates_and_serving_pointer(make: Callable[..., S3Registry]) -> None:
     reg = make()
     for content in (b"a", b"b", b"c"):
-        reg.create(write(content), {})
-    assert reg.serving_state() == {"version": None, "pinned": False, "history": [], "floor": 0}
+        reg.create(write(content), NewVersion())
+    assert reg.serving_state() == ServingState()
     with pytest.raises(RegistryError, match="nothing is serving"):
         reg.set_pinned(True)
     reg.set_serving(1)
     reg.set_serving(2, floor=2)
     state = reg.set_serving(3, pinned=True)
-    assert state["version"] == 3 and state["history"] == [1, 2] and state["pinned"] is True and state["floor"] == 2
+    assert state.version == 3 and state.history == [1, 2] and state.pinned is True and state.floor == 2
     other = make()
-    assert other.serving() == 3 and other.serving_state()["history"] == [1, 2]
-    assert other.set_pinned(False)["pinned"] is False and reg.serving_state()["pinned"] is False
-    assert reg.update(2, status="rejected", reason="gate")["status"] == "rejected"
-    assert other.meta(2)["reason"] == "gate" and other.meta(2)["version"] == 2
-    assert [m["status"] for m in other.versions()] == ["candidate", "rejected", "candidate"]
+    assert other.serving() == 3 and other.serving_state().history == [1, 2]
+    assert other.set_pinned(False).pinned is False and reg.serving_state().pinned is False
+    assert reg.update(2, status="rejected", reason="gate").status == "rejected"
+    assert other.meta(2).reason == "gate" and other.meta(2).version == 2
+    assert [m.status for m in other.versions()] == ["candidate", "rejected", "candidate"]
 
 
 def test_corrupt_objects_are_detected_despite_the_cache(make: Callable[..., S3Registry], bucket: str) -> None:
     reg = make()
-    meta = reg.create(write(b"weights"), {})
-    folder = reg.local_path(meta["version"])
+    meta = reg.create(write(b"weights"), NewVersion())
+    folder = reg.local_path(meta.version)
     assert (folder / "model.safetensors").read_bytes() == b"weights"
     # a local copy that changed is fetched again: the cache heals, the bucket is the truth
     (folder / "model.safetensors").write_bytes(b"tampered locally")
-    assert (reg.local_path(meta["version"]) / "model.safetensors").read_bytes() == b"weights"
+    assert (reg.local_path(meta.version) / "model.safetensors").read_bytes() == b"weights"
     # an object rewritten in the bucket is not hidden by the good copy in the cache
     key = "team/registry/versions/000001/model.safetensors"
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"tampered")
     with pytest.raises(RegistryError, match=r"model\.safetensors .*corrupt \(checksum\)"):
-        reg.local_path(meta["version"])
+        reg.local_path(meta.version)
     with pytest.raises(RegistryError, match="corrupt"):
-        make().local_path(meta["version"])
+        make().local_path(meta.version)
     boto3.client("s3").delete_object(Bucket=bucket, Key=key)
     with pytest.raises(RegistryError, match="missing"):
-        reg.local_path(meta["version"])
+        reg.local_path(meta.version)
 
 
 def test_failed_write_leaves_no_version(make: Callable[..., S3Registry], bucket: str) -> None:
@@ -159,9 +159,9 @@ def test_failed_write_leaves_no_version(make: Callable[..., S3Registry], bucket:
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        reg.create(boom, {})
+        reg.create(boom, NewVersion())
     assert reg.versions() == [] and keys(bucket, "") == []
-    assert reg.create(write(b"one"), {})["version"] == 1
+    assert reg.create(write(b"one"), NewVersion()).version == 1
 
 
 def test_unknown_versions_schemes_and_s3_errors(
@@ -202,7 +202,7 @@ def test_concurrent_writers_never_share_a_number(make: Callable[..., S3Registry]
         start.wait()
         try:
             for i in range(3):
-                made.append(reg.create(write(f"{n}-{i}".encode()), {"writer": n})["version"])
+                made.append(reg.create(write(f"{n}-{i}".encode()), NewVersion(writer=n)).version)
         except BaseException as exc:
             errors.append(exc)
 
@@ -213,8 +213,8 @@ def test_concurrent_writers_never_share_a_number(make: Callable[..., S3Registry]
         t.join()
     assert errors == []
     assert sorted(made) == sorted(set(made)) and len(made) == 24
-    assert [m["version"] for m in registries[0].versions()] == sorted(made)
-    assert registries[1].create(write(b"after"), {})["version"] > max(made)
+    assert [m.version for m in registries[0].versions()] == sorted(made)
+    assert registries[1].create(write(b"after"), NewVersion()).version > max(made)
 
 
 def test_a_saved_classifier_loads_back_from_the_bucket(make: Callable[..., S3Registry]) -> None:
@@ -222,9 +222,9 @@ def test_a_saved_classifier_loads_back_from_the_bucket(make: Callable[..., S3Reg
 
     model = TextClassifier.from_encoder(None, ["a", "b"], 16)
     reg = make()
-    meta = reg.create(model.save, {"parent": None})
-    assert "model.safetensors" in meta["files"]
-    again = TextClassifier.load(make().local_path(meta["version"]))
+    meta = reg.create(model.save, NewVersion(parent=None))
+    assert "model.safetensors" in meta.files
+    again = TextClassifier.load(make().local_path(meta.version))
     a, b = model.predict(TEXTS), again.predict(TEXTS)
     assert again.labels == ["a", "b"] and [p.label for p in a] == [p.label for p in b]
     assert all(abs(x.scores[k] - y.scores[k]) < 1e-5 for x, y in zip(a, b) for k in x.scores)
@@ -237,10 +237,10 @@ def test_dropped_files_go_from_the_bucket_and_the_cache(make: Callable[..., S3Re
         write(b"weights")(folder)
         (folder / "replay.json").write_text("[]")
 
-    reg.create(files, {"parent": None})
+    reg.create(files, NewVersion(parent=None))
     assert (reg.local_path(1) / "replay.json").exists()  # cached
     meta = reg.drop_files(1, ["replay.json"])
-    assert meta["dropped"] == ["replay.json"] and set(meta["files"]) == {"model.safetensors"}
+    assert meta.dropped == ["replay.json"] and set(meta.files) == {"model.safetensors"}
     assert keys(bucket, "team/registry/versions/000001/replay") == []
     folder = reg.local_path(1)
     assert not (folder / "replay.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"

@@ -8,12 +8,13 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from learners.model import Prediction
-from learners.registry import LocalRegistry
-from services.controller import ModelController, PromoteNewer
+from learners.registry import LocalRegistry, NewVersion
+from services.controller import ModelController
+from services.gate import PromoteNewer
+from services.metrics import ControllerMetrics
 from services.shadow import Shadow, sampled
 from streaming.errors import RegistryError
 from streaming.events import FeedbackEvent, PredictionEvent, Record, TextEvent
-from streaming.metrics import Metrics
 from streaming.settings import StreamSettings
 
 STREAM = StreamSettings()
@@ -72,7 +73,7 @@ def test_sampling_is_by_id_and_keeps_about_the_share():
 
 
 def test_shadow_figures_agreement_and_accuracy_on_the_labeled_texts():
-    metrics = Metrics(CollectorRegistry(), parts=("controller",))
+    metrics = ControllerMetrics(CollectorRegistry())
     candidate = Fake(lambda t: "pos")  # always "pos"
     shadow = Shadow(STREAM, lambda v: candidate, metrics, texts=1000, share=1.0)
     shadow.feed(traffic(10, lambda i: "pos", lambda i: "neg"))  # ignored: nothing shadowed yet
@@ -139,7 +140,7 @@ class Quiet(ModelController):
     def __init__(self, registry, shadow):
         self.registry, self.gate, self.model, self.decided = registry, PromoteNewer(), "default", 0
         self.shadow, self._waiting = shadow, None
-        self.metrics = Metrics(CollectorRegistry(), parts=("controller",))
+        self.metrics = ControllerMetrics(CollectorRegistry())
         self.announced: list[tuple[int, str, dict]] = []
         self._lock = threading.RLock()
 
@@ -150,7 +151,7 @@ class Quiet(ModelController):
 def test_the_controller_shadows_a_candidate_then_the_gate_decides_with_its_figures(tmp_path):
     reg = LocalRegistry(tmp_path)
     for status in ("promoted", "candidate", "candidate"):
-        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), {"status": status})
+        reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status=status))
     reg.set_serving(1)
     source = Queue()
     shadow = Shadow(STREAM, lambda v: Fake(lambda t: "pos"), texts=4, share=1.0, consumer=source)
@@ -165,14 +166,15 @@ def test_the_controller_shadows_a_candidate_then_the_gate_decides_with_its_figur
     source.records = traffic(4, lambda i: "neg", lambda i: "neg")[5:]  # ids 2 and 3
     c._shadow_step()  # 4 texts scored: the gate decides 2 with the shadow's figures
     assert reg.serving() == 2
-    gate = reg.meta(2)["gate"]
-    assert gate["shadow_texts"] == 4 and gate["shadow_agreement"] == 0.5 and gate["shadow_accuracy"] == 0.5
+    gate = reg.meta(2).gate
+    assert gate is not None
+    assert gate.shadow_texts == 4 and gate.shadow_agreement == 0.5 and gate.shadow_accuracy == 0.5
     assert c.announced[-1][:2] == (2, "promoted") and c.announced[-1][2]["shadow_agreement"] == 0.5
     c._shadow_step()  # the waiting candidate is shadowed next
     assert shadow.version == 3
     c.admin("promote", 3)  # an operator promotes it during its shadow
     source.records = traffic(8, lambda i: "pos", lambda i: "pos")
     c._shadow_step()
-    assert reg.serving() == 3 and reg.meta(3)["status"] == "promoted" and not shadow.active
+    assert reg.serving() == 3 and reg.meta(3).status == "promoted" and not shadow.active
     shadow.close()
     assert source.closed

@@ -1,5 +1,5 @@
 """The model registry on S3-compatible object storage (AWS S3, MinIO, Ceph…): the layout of
-:class:`~learners.registry.LocalRegistry` under ``s3://bucket/prefix``.
+:class:`~learners.registry.local.LocalRegistry` under ``s3://bucket/prefix``.
 
 A version becomes visible when its ``meta.json`` exists, and that is uploaded after its files,
 so a reader sees a whole version or none. Its number is taken with a create-only write
@@ -15,39 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import ClientError
 
-from learners.registry import COUNTER_FILE, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, _sha256
+from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._s3errors import MISSING, TAKEN, code, s3_errors
+from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
 CLAIM_FILE = ".claim"  # created with If-None-Match: *, so one writer owns the number
 CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
 CONFLICT_RETRIES = 20
-_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
-_MISSING = {"NoSuchKey", "404", "NotFound"}
-_DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden"}
-_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _redact(text: str) -> str:
-    """Drop ``user:password@`` from URLs in a message."""
-    return re.sub(r"://[^/@\s]+@", "://***@", text)
 
 
 def _etag(value: str) -> str:
@@ -91,27 +78,9 @@ class S3Registry(Registry):
     def _version_key(self, version: int, name: str = "") -> str:
         return self._key("versions", f"{version:06d}", name)
 
-    @contextmanager
-    def _errors(self, doing: str, version: int | None = None) -> Iterator[None]:
+    def _errors(self, doing: str, version: int | None = None) -> AbstractContextManager[None]:
         """Turn a failed S3 request into a RegistryError that says what failed (never with credentials)."""
-        try:
-            yield
-        except ClientError as exc:
-            code = _code(exc)
-            if code == "NoSuchBucket":
-                why = f"bucket {self.bucket!r} does not exist"
-            elif code in _DENIED:
-                why = "access denied (check the credentials and the bucket policy)"
-            elif code in _BAD_CREDENTIALS:
-                why = f"the credentials were refused ({code})"
-            else:
-                why = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
-            raise RegistryError(f"{self.uri}: {doing}: {why}", version) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            why = "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-            raise RegistryError(f"{self.uri}: {doing}: {why}", version) from None
-        except (BotoCoreError, Boto3Error) as exc:
-            raise RegistryError(f"{self.uri}: {doing}: {_redact(str(exc))}", version) from None
+        return s3_errors(self.uri, self.bucket, doing, version)
 
     def _get(self, key: str, doing: str, version: int | None = None) -> tuple[bytes, str] | None:
         """Body and ETag of an object, or None if it does not exist."""
@@ -119,7 +88,7 @@ class S3Registry(Registry):
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _code(exc) in _MISSING:
+                if code(exc) in MISSING:
                     return None
                 raise
             return response["Body"].read(), str(response["ETag"])  # as sent: If-Match wants it quoted
@@ -133,7 +102,7 @@ class S3Registry(Registry):
                     Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
                 )
             except ClientError as exc:
-                if condition and _code(exc) in _TAKEN:
+                if condition and code(exc) in TAKEN:
                     return False
                 raise
         return True
@@ -177,7 +146,7 @@ class S3Registry(Registry):
                     )
                     break
                 except ClientError as exc:
-                    if _code(exc) not in _TAKEN:
+                    if code(exc) not in TAKEN:
                         raise
                     version += 1  # another writer owns it
         self._advance_counter(version + 1)
@@ -197,18 +166,18 @@ class S3Registry(Registry):
         # the claims, not the counter, keep numbers unique: a counter left behind only costs retries
 
     # versions ---------------------------------------------------------------------------------
-    def create(self, write_files: Callable[[Path], None], meta: dict[str, Any]) -> dict[str, Any]:
+    def create(self, write_files: WriteFiles, new: NewVersion) -> VersionMeta:
         with tempfile.TemporaryDirectory(prefix="streamcl-version-") as tmp:
             folder = Path(tmp)
-            write_files(folder)  # a failure here claims no number
+            new = self._completed(write_files(folder), new)  # a failure here claims no number
             paths = {
                 p.relative_to(folder).as_posix(): p
                 for p in sorted(folder.rglob("*"))
                 if p.is_file() and p.relative_to(folder).as_posix() != META_FILE
             }
-            files = {name: _sha256(p) for name, p in paths.items()}
+            files = {name: sha256(p) for name, p in paths.items()}
             version = self._claim_version()
-            full = self._full_meta(version, meta, files)
+            full = self._full_meta(version, new, files)
             uploaded: list[str] = []
             try:
                 for name, path in paths.items():
@@ -219,7 +188,7 @@ class S3Registry(Registry):
                 # meta.json last: it publishes the version
                 if not self._put_json(
                     self._version_key(version, META_FILE),
-                    full,
+                    full.to_json(),
                     f"publishing version {version}",
                     version,
                     IfNoneMatch="*",
@@ -233,7 +202,7 @@ class S3Registry(Registry):
                 raise  # the claim stays: the number is never given out again
         return full
 
-    def versions(self) -> list[dict[str, Any]]:
+    def versions(self) -> list[VersionMeta]:
         base = self._key("versions") + "/"
         metas: dict[int, tuple[str, str]] = {}
         for item in self._list(base, "listing versions"):
@@ -252,29 +221,26 @@ class S3Registry(Registry):
                 with self._lock:
                     self._metas[key] = cached
             try:
-                out.append(json.loads(cached[1]))
-            except ValueError:
+                out.append(VersionMeta.parse(cached[1], version))
+            except RegistryError:
                 continue  # a corrupt meta.json: the version is not listed
         return out
 
-    def _read_meta(self, version: int) -> tuple[dict[str, Any], str]:
+    def _read_meta(self, version: int) -> tuple[VersionMeta, str]:
         found = self._get(self._version_key(version, META_FILE), f"reading version {version}", version)
         if found is None:
             raise RegistryError(f"version {version} does not exist", version)
-        try:
-            return json.loads(found[0]), found[1]
-        except ValueError as exc:
-            raise RegistryError(f"version {version} has corrupt metadata: {exc}", version) from None
+        return VersionMeta.parse(found[0], version), found[1]
 
-    def meta(self, version: int) -> dict[str, Any]:
+    def meta(self, version: int) -> VersionMeta:
         return self._read_meta(version)[0]
 
-    def update(self, version: int, **changes: Any) -> dict[str, Any]:
+    def update(self, version: int, **changes: Any) -> VersionMeta:
         key = self._version_key(version, META_FILE)
         for _ in range(CONFLICT_RETRIES):
             meta, etag = self._read_meta(version)
-            meta = {**meta, **changes}
-            if self._put_json(key, meta, f"updating version {version}", version, IfMatch=etag):
+            meta = meta.changed(**changes)
+            if self._put_json(key, meta.to_json(), f"updating version {version}", version, IfMatch=etag):
                 return meta
             # changed by another writer since the read: merge again
         raise RegistryError(f"version {version}: its metadata kept changing during the update", version)
@@ -282,7 +248,7 @@ class S3Registry(Registry):
     # local copies -----------------------------------------------------------------------------
     def local_path(self, version: int) -> Path:
         meta = self.meta(version)
-        if meta.get("pruned"):
+        if meta.pruned:
             raise RegistryError(f"the files of version {version} were pruned", version)
         with self._lock:
             lock = self._downloads.setdefault(version, threading.Lock())
@@ -297,7 +263,7 @@ class S3Registry(Registry):
             folder.mkdir(parents=True, exist_ok=True)
             record = self._read_record(folder)
             changed = False
-            for name, digest in meta.get("files", {}).items():
+            for name, digest in meta.files.items():
                 etag = remote.get(name)
                 if etag is None:
                     raise RegistryError(f"version {version}: {name} is missing", version)
@@ -329,7 +295,7 @@ class S3Registry(Registry):
         stamp = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
         if self._verified.get(path) == stamp:
             return True
-        if _sha256(path) != digest:
+        if sha256(path) != digest:
             return False
         self._verified[path] = stamp
         return True
@@ -344,7 +310,7 @@ class S3Registry(Registry):
                 try:
                     response = self._client.get_object(Bucket=self.bucket, Key=self._version_key(version, name))
                 except ClientError as exc:
-                    if _code(exc) in _MISSING:
+                    if code(exc) in MISSING:
                         raise RegistryError(f"version {version}: {name} is missing", version) from None
                     raise
                 etag = _etag(response["ETag"])
@@ -361,17 +327,6 @@ class S3Registry(Registry):
         self._verified[path] = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
         return etag
 
-    def drop_files(self, version: int, names: list[str]) -> dict[str, Any]:
-        meta = self.meta(version)
-        gone = [n for n in names if n in meta.get("files", {}) and n not in (META_FILE, LINEAGE_FILE, CLAIM_FILE)]
-        files = {k: v for k, v in meta.get("files", {}).items() if k not in gone}
-        meta = self.update(version, files=files, dropped=sorted({*meta.get("dropped", []), *gone}))
-        self._delete([self._version_key(version, n) for n in gone], f"deleting files of version {version}", version)
-        folder = self.cache_dir / "versions" / f"{version:06d}"
-        for name in gone:
-            (folder / name).unlink(missing_ok=True)
-        return meta
-
     def lineage(self, version: int) -> dict[str, Any] | None:
         key = self._version_key(version, LINEAGE_FILE)
         found = self._get(key, f"reading the lineage of version {version}", version)
@@ -382,43 +337,31 @@ class S3Registry(Registry):
         except ValueError as exc:
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
-    # serving pointer and pruning --------------------------------------------------------------
-    def serving_state(self) -> dict[str, Any]:
+    # serving pointer and deletion -------------------------------------------------------------
+    def serving_state(self) -> ServingState:
         found = self._get(self._key(SERVING_FILE), "reading the serving pointer")
-        try:
-            if found is None:
-                raise KeyError(SERVING_FILE)
-            state = json.loads(found[0])
-            int(state["version"])
-        except (ValueError, KeyError, TypeError):
-            return {"version": None, "pinned": False, "history": [], "floor": 0}
-        return {"pinned": False, "history": [], "floor": 0, **state}
+        return ServingState.parse(found[0] if found is not None else None)
 
-    def _write_serving_state(self, state: dict[str, Any]) -> None:
-        self._put_json(self._key(SERVING_FILE), state, "writing the serving pointer")
+    def _write_serving_state(self, state: ServingState) -> None:
+        self._put_json(self._key(SERVING_FILE), state.to_json(), "writing the serving pointer")
 
-    def prune(self, keep_last: int, keep: set[int]) -> list[int]:
-        live = [m for m in self.versions() if not m.get("pruned")]
-        pruned = []
-        for meta in live[: max(0, len(live) - keep_last)]:
-            version = meta["version"]
-            if version in keep:
-                continue
-            # metadata first: a reader then sees "pruned", and a crash leaves unreferenced objects only
-            self.update(version, pruned=True, files={})
-            base = self._version_key(version)
+    def _delete_files(self, version: int, names: list[str] | None) -> None:
+        base = self._version_key(version)
+        folder = self.cache_dir / "versions" / f"{version:06d}"
+        if names is None:
             keys = [
                 item["Key"]
                 for item in self._list(base, f"listing the files of version {version}")
-                if "Key" in item and item["Key"][len(base) :] not in (META_FILE, CLAIM_FILE, LINEAGE_FILE)
+                if "Key" in item and item["Key"][len(base) :] not in KEPT_FILES | {CLAIM_FILE}
             ]
             self._delete(keys, f"deleting the files of version {version}", version)
-            folder = self.cache_dir / "versions" / f"{version:06d}"
             shutil.rmtree(folder, ignore_errors=True)
             with self._lock:
                 self._verified = {p: s for p, s in self._verified.items() if folder not in p.parents}
-            pruned.append(version)
-        return pruned
+            return
+        self._delete([base + n for n in names], f"deleting files of version {version}", version)
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
 
 
 __all__ = ["S3Registry"]

@@ -1,0 +1,36 @@
+"""The model registry: numbered versions (integers that only grow), their typed metadata
+(:class:`VersionMeta`), their lineage, and the serving pointer (:class:`ServingState`).
+
+Backends: :class:`LocalRegistry` (a directory) and ``S3Registry`` (``learners.registry.s3``,
+imported only when an ``s3://`` URI is opened, so boto3 loads only then).
+"""
+
+from learners.registry._meta import (
+    GateFigures,
+    GroupFigures,
+    NewVersion,
+    ServingState,
+    VersionMeta,
+    VersionMetrics,
+    WriteFiles,
+)
+from learners.registry._open import open_registry, registry_for
+from learners.registry.base import LINEAGE_FILE, META_FILE, Registry, sha256
+from learners.registry.local import LocalRegistry
+
+__all__ = [
+    "LINEAGE_FILE",
+    "META_FILE",
+    "GateFigures",
+    "GroupFigures",
+    "LocalRegistry",
+    "NewVersion",
+    "Registry",
+    "ServingState",
+    "VersionMeta",
+    "VersionMetrics",
+    "WriteFiles",
+    "open_registry",
+    "registry_for",
+    "sha256",
+]

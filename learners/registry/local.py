@@ -1,0 +1,133 @@
+"""The registry in a local directory: ``versions/000001/…``, ``serving.json``, ``registry.json``.
+
+A version is written under a temporary name, made durable, and renamed into place, so a
+reader sees a whole version or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
+from streaming.errors import RegistryError
+from streaming.files import write_json_atomic
+
+__all__ = ["LocalRegistry"]
+
+
+class LocalRegistry(Registry):
+    """Versions in a local directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = f"file://{self.root}"
+        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # update() runs inside other locked operations
+        self._verified: dict[Path, tuple[str, int, int, int]] = {}
+
+    def _dir(self, version: int) -> Path:
+        return self.root / "versions" / f"{version:06d}"
+
+    def _next_version(self) -> int:
+        path = self.root / COUNTER_FILE
+        counter = json.loads(path.read_text()).get("next_version", 1) if path.exists() else 1
+        existing = [int(p.name) for p in (self.root / "versions").iterdir() if p.name.isdigit()]
+        version = max([counter, *(v + 1 for v in existing)])
+        write_json_atomic(path, {"next_version": version + 1})
+        return version
+
+    def create(self, write_files: WriteFiles, new: NewVersion) -> VersionMeta:
+        with self._lock:
+            tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=".tmp-"))
+            try:
+                new = self._completed(write_files(tmp), new)
+                version = self._next_version()
+                files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+                full = self._full_meta(version, new, files)
+                write_json_atomic(tmp / META_FILE, full.to_json())
+                for p in tmp.iterdir():  # make the files durable before the rename publishes them
+                    with p.open("rb") as f:
+                        os.fsync(f.fileno())
+                os.rename(tmp, self._dir(version))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return full
+
+    def versions(self) -> list[VersionMeta]:
+        out = []
+        for p in sorted((self.root / "versions").iterdir()):
+            if p.name.isdigit() and (p / META_FILE).exists():
+                try:
+                    out.append(VersionMeta.parse((p / META_FILE).read_bytes(), int(p.name)))
+                except (OSError, RegistryError):
+                    continue  # a corrupt meta.json: the version is not listed
+        return out
+
+    def meta(self, version: int) -> VersionMeta:
+        try:
+            raw = (self._dir(version) / META_FILE).read_bytes()
+        except FileNotFoundError:
+            raise RegistryError(f"version {version} does not exist", version) from None
+        return VersionMeta.parse(raw, version)
+
+    def update(self, version: int, **changes: Any) -> VersionMeta:
+        with self._lock:
+            meta = self.meta(version).changed(**changes)
+            write_json_atomic(self._dir(version) / META_FILE, meta.to_json())
+            return meta
+
+    def local_path(self, version: int) -> Path:
+        meta = self.meta(version)
+        if meta.pruned:
+            raise RegistryError(f"the files of version {version} were pruned", version)
+        folder = self._dir(version)
+        for name, digest in meta.files.items():
+            path = folder / name
+            try:
+                st = path.stat()
+            except OSError:
+                raise RegistryError(f"version {version}: {name} is missing", version) from None
+            # a version's files never change once written: a file with the same size, mtime and
+            # inode as when it last matched its checksum is not read again (any rewrite changes them)
+            stamp = (digest, st.st_size, st.st_mtime_ns, st.st_ino)
+            if self._verified.get(path) == stamp:
+                continue
+            if sha256(path) != digest:
+                raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
+            self._verified[path] = stamp
+        return folder
+
+    def _delete_files(self, version: int, names: list[str] | None) -> None:
+        folder = self._dir(version)
+        if names is None:
+            names = [p.name for p in folder.iterdir() if p.name not in KEPT_FILES]
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
+
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        path = self._dir(version) / LINEAGE_FILE
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
+
+    def serving_state(self) -> ServingState:
+        try:
+            raw = (self.root / SERVING_FILE).read_bytes()
+        except FileNotFoundError:
+            raw = None
+        return ServingState.parse(raw)
+
+    def _write_serving_state(self, state: ServingState) -> None:
+        with self._lock:
+            write_json_atomic(self.root / SERVING_FILE, state.to_json())
