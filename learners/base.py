@@ -7,9 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from learners.model import TextClassifier
+if TYPE_CHECKING:
+    from learners.model import TextClassifier
 
 
 @dataclass(frozen=True, slots=True)

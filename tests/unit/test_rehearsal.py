@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from learners.base import Example
+from learners.memory import ReplayMemory
 from learners.model import TextClassifier
-from learners.rehearsal import ERACELearner, ReplayBuffer, ReplayLearner
+from learners.rehearsal import ERACELearner, ReplayLearner
 
 
 def _batch(start: int, n: int, domain: str, labels: tuple[str, ...] = ("neg", "pos")) -> list[Example]:
@@ -24,7 +25,7 @@ def _examples(label: str, n: int) -> list[Example]:
 
 @pytest.mark.parametrize("policy", ["reservoir", "class_balanced"])
 def test_the_buffer_never_holds_more_than_its_share_of_the_stream_nor_its_size(policy):
-    buffer = ReplayBuffer(size=50, fraction=0.1, policy=policy, rng=random.Random(0))
+    buffer = ReplayMemory(size=50, fraction=0.1, policy=policy, rng=random.Random(0))
     for i, ex in enumerate(_examples("a", 300) + _examples("b", 300) + _examples("c", 300), start=1):
         buffer.add(ex)
         assert len(buffer) <= min(50, i // 10)
@@ -32,8 +33,8 @@ def test_the_buffer_never_holds_more_than_its_share_of_the_stream_nor_its_size(p
 
 
 def test_class_balanced_keeps_an_equal_share_per_label_and_reservoir_a_uniform_sample():
-    balanced = ReplayBuffer(30, 1.0, "class_balanced", random.Random(0))
-    reservoir = ReplayBuffer(30, 1.0, "reservoir", random.Random(0))
+    balanced = ReplayMemory(30, 1.0, "class_balanced", random.Random(0))
+    reservoir = ReplayMemory(30, 1.0, "reservoir", random.Random(0))
     for buffer in (balanced, reservoir):
         for ex in _examples("a", 600) + _examples("b", 60) + _examples("c", 6):
             buffer.add(ex)
@@ -43,7 +44,7 @@ def test_class_balanced_keeps_an_equal_share_per_label_and_reservoir_a_uniform_s
 
 def test_unknown_policy_is_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match="reservoir, class_balanced"):
-        ReplayBuffer(10, 0.1, "fifo", random.Random(0))
+        ReplayMemory(10, 0.1, "fifo", random.Random(0))
 
 
 def test_each_step_replays_the_ratio_on_average_and_predicts_only_the_new_examples():
@@ -112,7 +113,7 @@ def test_replayed_examples_are_pulled_toward_the_logits_stored_with_them():
 
 
 def test_domain_class_balanced_keeps_an_equal_share_per_label_within_each_domain():
-    buffer = ReplayBuffer(24, 1.0, "domain_class_balanced", random.Random(0))
+    buffer = ReplayMemory(24, 1.0, "domain_class_balanced", random.Random(0))
     for domain, n in (("old", 400), ("mid", 40), ("new", 8)):
         for i in range(n):
             buffer.add(Example(f"{domain} {i}", ("pos", "neg")[i % 2], domain))
