@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from learners.evaluation import Holdout
 from learners.model import TextClassifier
-from learners.registry import LocalRegistry
+from learners.registry import LocalRegistry, NewVersion
 from learners.settings import LearnerSettings
 from services.client import ApiCallError, Client
 from services.platform import Platform
@@ -71,7 +71,7 @@ def _fill(registry: LocalRegistry) -> None:
     for r in held:
         holdout.take(r)
     base = TextClassifier.from_encoder(None, LABELS, 64)
-    registry.create(base.save, {"parent": None, "status": "promoted", "note": "start-up version"})
+    registry.create(base.save, NewVersion(parent=None, status="promoted", note="start-up version"))
 
     def version(shuffle: bool, status: str, parent: int) -> None:
         model = _trained(TextClassifier.from_encoder(None, LABELS, 64), train, shuffle)
@@ -80,12 +80,12 @@ def _fill(registry: LocalRegistry) -> None:
             model.save(folder)
             holdout.save(folder)
 
-        registry.create(save, {"parent": parent, "status": status, "strategy": "test"})
+        registry.create(save, NewVersion(parent=parent, status=status, strategy="test"))  # type: ignore[arg-type]
 
     version(False, "promoted", 1)
     registry.set_serving(2)
     version(True, "candidate", 2)  # 3: trained on shuffled labels
-    registry.create(base.save, {"parent": 1, "status": "rejected", "note": "to be corrupted"})  # 4
+    registry.create(base.save, NewVersion(parent=1, status="rejected", note="to be corrupted"))  # 4
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def _raw(url: str, method: str, body: bytes | None, headers: dict[str, str] | No
 def _wait_status(registry: LocalRegistry, version: int, timeout_s: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        meta = registry.meta(version)
+        meta = registry.meta(version).to_json()
         if meta.get("status") != "candidate" or time.monotonic() > deadline:
             return meta
         time.sleep(0.2)
@@ -265,7 +265,8 @@ def test_swaps_under_load_fail_nothing_and_reach_every_replica(platform, api):
         after = [v for ts, v in seen if answered + 2.0 <= ts < nxt[0]]
         assert after and set(after) == {version}, (version, sorted(set(after)))
     registry = LocalRegistry(platform.stream.state_dir / "registry")
-    assert registry.meta(3)["status"] == "rolled_back" and registry.meta(3)["gate"]["override"] is True
+    meta = registry.meta(3).to_json()
+    assert meta["status"] == "rolled_back" and meta["gate"]["override"] is True
 
 
 JSON = st.recursive(
@@ -303,3 +304,30 @@ def test_fuzzed_requests_never_get_a_5xx(platform, api, path, body, admin):
     status, out = _raw(platform.urls["api"] + path, "POST", body, headers)
     assert status < 500, (path, body[:200], status, out)
     assert isinstance(out, dict) and ("error" in out) == (status >= 400), out
+
+
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+def test_the_served_openapi_document_tells_the_truth(platform, api):
+    """schemathesis over every operation of the served document, every check, with the admin
+    token: no 5xx, every status and body as declared, valid requests accepted, invalid ones
+    refused. It promotes and pins versions, so it runs last."""
+    import schemathesis
+    from schemathesis.engine import events, from_schema
+
+    config = schemathesis.Config.from_path(SCHEMATHESIS_CONFIG)
+    config.update(seed=0, max_failures=None)
+    project = config.projects.override
+    project.update(headers={"Authorization": f"Bearer {ADMIN}"}, workers=1)
+    project.checks.update(included_check_names=["all"])
+    project.generation.update(max_examples=12)
+    schema = schemathesis.openapi.from_url(platform.urls["api"] + "/openapi.json", config=config)
+    failures, generated = [], 0
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            generated += len(event.recorder.cases)
+            for checks in event.recorder.checks.values():
+                failures += [(c.name, c.failure_info.failure.title) for c in checks if c.failure_info is not None]
+        assert not isinstance(event, (events.FatalError, events.NonFatalError)), event
+    assert generated > 100 and not failures, failures[:10]

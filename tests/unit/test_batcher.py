@@ -10,7 +10,7 @@ import time
 import pytest
 
 from learners.model import Prediction
-from services.serve_app import ApiError, Batcher, Loaded
+from services.serving import Batcher, Loaded, NotReady, status_of
 
 
 class Slow:
@@ -59,6 +59,6 @@ def test_a_batch_is_bounded_and_a_swap_applies_to_the_next_batch():
 
 def test_no_model_is_a_503():
     batcher = Batcher(lambda: None, max_texts=10)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(NotReady) as err:  # a domain error: the HTTP layer answers it with 503
         asyncio.run(batcher.predict(["a"]))
-    assert err.value.status == 503
+    assert status_of(err.value) == 503

@@ -1,0 +1,234 @@
+"""What a Serve replica runs besides HTTP: the model follower, the batcher and the event log.
+
+The follower loads a new version in a background thread and swaps one reference, so requests
+never wait on a load; the batcher takes that reference once per forward pass, so a response
+never mixes two versions; the event log publishes to Kafka from a bounded queue in its own
+thread, off the response path. Nothing here knows HTTP: failures are :mod:`._errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from services.serving._errors import NotReady
+from streaming.errors import RegistryError
+
+if TYPE_CHECKING:
+    from learners.model import Prediction, TextClassifier
+    from learners.registry import Registry
+    from streaming.settings import StreamSettings
+
+log = logging.getLogger("streamcl.serve")
+
+PREFETCH_S = 2.0  # how often a replica looks for versions to keep warm
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The version a replica serves and its model: swapped as one reference."""
+
+    version: int
+    model: TextClassifier
+
+
+class ModelFollower:
+    """Keeps the serving version loaded: polls the registry pointer, loads a new version in
+    the background and swaps one reference. The last few loaded versions stay in memory, so a
+    rollback to one of them is a swap without a load."""
+
+    def __init__(
+        self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None, keep: int = 3
+    ) -> None:
+        self.registry = registry
+        self.poll_s = poll_s
+        self.on_swap = on_swap
+        self.keep = keep
+        self.current: Loaded | None = None
+        self.failed: dict[int, str] = {}
+        self._loaded: dict[int, TextClassifier] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._next_prefetch = 0.0
+        try:
+            self.sync()  # a replica starts with the serving version loaded
+        except Exception:
+            log.exception("first model load")
+        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.sync()
+                if time.monotonic() >= self._next_prefetch:
+                    self._next_prefetch = time.monotonic() + PREFETCH_S
+                    self.prefetch()
+            except Exception:
+                log.exception("model follower")
+
+    def prefetch(self) -> None:
+        """Keep warm, without serving them, the versions a swap most likely goes to: the
+        previous serving one (a rollback) and the newest ones (candidates the gate or an
+        operator may promote), ``keep - 1`` in all."""
+        state = self.registry.serving_state()
+        newest = [m.version for m in reversed(self.registry.versions()) if not m.pruned]
+        likely = [*state.history[-1:], *newest]
+        serving = self.current.version if self.current else None
+        likely = list(dict.fromkeys(v for v in likely if v != serving))[: max(0, self.keep - 1)]
+        for version in likely:
+            if version in self._loaded or version in self.failed:
+                continue
+            try:
+                model = self.registry.load_model(version)
+            except RegistryError:
+                continue  # not an error until it is asked to serve it
+            with self._lock:
+                self._loaded[version] = model
+                self._trim()
+
+    def _trim(self) -> None:
+        serving = self.current.version if self.current else None
+        while len(self._loaded) > self.keep:
+            oldest = next(v for v in self._loaded if v != serving)
+            self._loaded.pop(oldest)
+
+    def sync(self) -> None:
+        """Serve the registry's serving version now if it is not served yet (loads it here)."""
+        with self._lock:
+            wanted = self.registry.serving()
+            if wanted is None or (self.current and self.current.version == wanted) or wanted in self.failed:
+                return
+            model = self._loaded.pop(wanted, None)
+            if model is None:
+                try:
+                    model = self.registry.load_model(wanted)
+                except RegistryError as exc:
+                    self.failed[wanted] = str(exc)
+                    keeping = self.current and self.current.version
+                    log.error("cannot load version %d, keeping %s: %s", wanted, keeping, exc)
+                    return
+            self._loaded[wanted] = model  # most recently used last
+            self.current = Loaded(wanted, model)  # the swap: one reference
+            self._trim()
+        log.info("now serving version %d", wanted)
+        if self.on_swap:
+            self.on_swap(wanted)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+Pending = tuple[list[str], "asyncio.Future[tuple[int, list[Prediction]]]"]
+
+
+class Batcher:
+    """Dynamic batching across concurrent requests.
+
+    Requests that arrive while a forward pass runs wait and then go together in the next one
+    (up to ``max_texts`` texts); a lone request runs at once, so batching adds no wait at low
+    load. Tokenization and the forward pass run in a worker thread, off the event loop. Each
+    batch takes the serving model once, so a response never mixes two versions. With no model
+    loaded yet, requests fail with :class:`NotReady`.
+    """
+
+    def __init__(
+        self, current: Callable[[], Loaded | None], max_texts: int, executor: ThreadPoolExecutor | None = None
+    ) -> None:
+        self.current = current
+        self.max_texts = max_texts
+        self.batches = 0
+        self._pending: list[Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        # one inference thread (shared by a replica's models): torch's OpenMP pool is per
+        # calling thread, and several pools on few cores spin against each other
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    async def predict(self, texts: list[str]) -> tuple[int, list[Prediction]]:
+        """The serving version and one prediction per text, in order."""
+        future: asyncio.Future[tuple[int, list[Prediction]]] = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[Pending]:
+        taken: list[Pending] = []
+        n = 0
+        while self._pending and (not taken or n + len(self._pending[0][0]) <= self.max_texts):
+            item = self._pending.pop(0)
+            taken.append(item)
+            n += len(item[0])
+        return taken
+
+    async def _drain(self) -> None:
+        while self._pending:
+            taken = self._take()
+            loaded = self.current()
+            try:
+                if loaded is None:
+                    raise NotReady("no model loaded yet")
+                texts = [t for item, _ in taken for t in item]
+                preds = await asyncio.get_running_loop().run_in_executor(self._executor, loaded.model.predict, texts)
+            except Exception as exc:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            i = 0
+            for item, future in taken:
+                if not future.done():  # a cancelled request (client gone) is skipped
+                    future.set_result((loaded.version, preds[i : i + len(item)]))
+                i += len(item)
+
+
+class EventLog:
+    """Publishes prediction logs and HTTP feedback from a bounded queue in its own thread.
+
+    A prediction log that finds the queue full is dropped (the response does not wait on
+    Kafka); feedback is refused instead (the caller checks :meth:`room`), since it is the
+    platform's input. Every lost event is counted in the ``dropped`` counter that came with it."""
+
+    def __init__(self, stream: StreamSettings, maxsize: int = 50_000) -> None:
+        self.stream = stream
+        self.maxsize = maxsize
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+        self._thread.start()
+
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more events fit now."""
+        return self._queue.qsize() + n <= self.maxsize
+
+    def put(self, topic: str, event: Any, dropped: Any = None) -> bool:
+        """Queue ``event`` for ``topic``; False (and ``dropped`` counted) when the queue is full."""
+        try:
+            self._queue.put_nowait((topic, event, dropped))
+            return True
+        except queue.Full:
+            if dropped is not None:
+                dropped.inc()
+            return False
+
+    def _run(self) -> None:
+        from streaming.kafka import Producer
+
+        producer = None
+        while True:
+            topic, event, dropped = self._queue.get()
+            try:
+                if producer is None:
+                    producer = Producer(self.stream, client_id="streamcl-serve", max_block_ms=5000)
+                producer.publish(topic, event)
+            except Exception as exc:
+                if dropped is not None:
+                    dropped.inc()
+                log.warning("publishing to %s failed, event dropped: %s", topic, exc)
