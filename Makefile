@@ -54,6 +54,7 @@ lint: install ## ruff, ruff format --check, mypy, hadolint
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy streaming learners services
 	$(BIN)/python deploy/generate.py --check
+	$(BIN)/python docs/generate.py --check
 	$(BIN)/hadolint Dockerfile
 
 format: install ## apply ruff fixes and formatting
