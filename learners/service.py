@@ -184,7 +184,6 @@ class LearnerService:
         fired = self.drift.observe(pred != ex.label for ex, pred in zip(batch, preds))
         n = len(batch)
         self.trained_total += n
-        self.versions.since += n
         m.trained.inc(n)
         m.labels_known.set(len(self.model.labels))
         value = self.prequential.value

@@ -90,8 +90,11 @@ class Versioner:
         self._last = time.monotonic()
 
     def consumed(self, kind: LineageList, ids: list[str]) -> None:
-        """Record ids consumed since the last version (they go into its ``lineage.json``)."""
+        """Record ids consumed since the last version (they go into its ``lineage.json``);
+        trained ones count toward the next version (``version_every_n``)."""
         self.lineage[kind] += ids
+        if kind == "trained":
+            self.since += len(ids)
 
     def due(self) -> bool:
         """Every N trained examples, or after T seconds when anything was consumed (held-out and

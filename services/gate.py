@@ -9,7 +9,6 @@ candidate and stores the decision's figures with the version.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,10 +41,6 @@ class PromoteNewer:
         if serving is not None and candidate.version <= serving.version:
             return Decision(False, f"not newer than serving version {serving.version}")
         return Decision(True, "newer than the serving version")
-
-
-def _accuracy(pairs: Sequence[tuple[str | None, str]]) -> float:
-    return sum(p == y for p, y in pairs) / len(pairs) if pairs else 0.0
 
 
 class ScoreGate:

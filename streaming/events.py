@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -171,7 +172,12 @@ _TYPE_ERRORS = ("_type", "_parsing", "literal_error", "dict_type", "model_type")
 
 
 def _reason_for(error: ValidationError) -> tuple[str, str]:
-    first = error.errors(include_url=False)[0]
+    return reason_for(error.errors(include_url=False)[0])
+
+
+def reason_for(first: Mapping[str, Any]) -> tuple[str, str]:
+    """The DLQ reason and detail of one pydantic validation problem of an event (the HTTP API
+    answers a bad feedback item with the same vocabulary)."""
     where = ".".join(str(p) for p in first["loc"]) or "event"
     kind = first["type"]
     if kind == "missing":

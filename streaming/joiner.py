@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from streaming._join import Expired, JoinState
+from streaming._join import JoinState
 from streaming.deadletter import Outcomes, count_consumed, dead_letter, decode_or_dead_letter
 from streaming.errors import ConfigError
 from streaming.events import DeadLetter, FeedbackEvent, PredictionEvent, Record, TextEvent
@@ -28,7 +28,7 @@ from streaming.kafka import Consumer, Offsets, ProcessProducer, Producer
 from streaming.metrics import MetricGroup, at_zero
 from streaming.settings import StreamSettings
 
-__all__ = ["Expired", "JoinState", "JoinerMetrics", "JoinerService"]
+__all__ = ["JoinerMetrics", "JoinerService"]
 
 log = logging.getLogger(__name__)
 

@@ -111,8 +111,12 @@ class VersionMeta(NewVersion):
             raise RegistryError(f"version {version} has corrupt metadata: {_first(exc)}", version) from None
 
     def changed(self, **changes: Any) -> VersionMeta:
-        """This metadata with ``changes`` applied (validated: a wrong type raises)."""
-        return type(self).model_validate({**self.to_json(), **_plain(changes)})
+        """This metadata with ``changes`` applied (validated: a wrong value raises
+        :class:`RegistryError`, which every caller of the registry already handles)."""
+        try:
+            return type(self).model_validate({**self.to_json(), **_plain(changes)})
+        except ValidationError as exc:
+            raise RegistryError(f"version {self.version}: refused change: {_first(exc)}", self.version) from None
 
 
 #: Fills a new version's folder; may return the version's metadata completed from the files

@@ -105,6 +105,10 @@ class LocalRegistry(Registry):
             self._verified[path] = stamp
         return folder
 
+    def drop_files(self, version: int, names: list[str]) -> VersionMeta:
+        with self._lock:  # the read of the metadata and its update as one step
+            return super().drop_files(version, names)
+
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         folder = self._dir(version)
         if names is None:

@@ -38,7 +38,7 @@ from services.serving._schemas import (
     VersionRequest,
     request_bodies,
 )
-from streaming.events import FeedbackEvent
+from streaming.events import FeedbackEvent, reason_for
 
 log = logging.getLogger("streamcl.serve")
 
@@ -117,6 +117,10 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
+#: The fields of a feedback item (their problems are named as the events' decoder names them).
+FEEDBACK_FIELDS = ("id", "label", "ts")
+
+
 def invalid(problems: Any) -> tuple[int, str, str]:
     """Status, error code and detail of a body that failed validation: 413 when over a limit."""
     for e in problems:
@@ -125,10 +129,14 @@ def invalid(problems: Any) -> tuple[int, str, str]:
             code = "too_many_items" if not loc else "text_too_long" if len(loc) > 1 else "too_many_texts"
             return 413, code, _where(e)
     first = problems[0]
-    code = {"string_pattern_mismatch": "empty_text", "missing": "missing_field"}.get(first["type"], "invalid_request")
-    if code == "empty_text" and _loc(first)[-1:] == ["label"]:
-        code = "invalid_label"
-    return 422, code, _where(first)
+    loc = _loc(first)
+    if loc[:1] == ["texts"] and len(loc) == 2 and first["type"] == "string_pattern_mismatch":
+        return 422, "empty_text", f"text {loc[1]} is empty"
+    field = next((p for p in loc if p in FEEDBACK_FIELDS), None)
+    if field is not None:  # a feedback item: the events' own vocabulary
+        reason, detail = reason_for({**first, "loc": [field]})
+        return 422, reason, f"item {loc[0] if loc[0].isdigit() else 0}: {detail}"
+    return 422, "invalid_request", _where(first)
 
 
 def _loc(problem: Any) -> list[str]:

@@ -1,5 +1,5 @@
+from streaming._join import JoinState
 from streaming.events import FeedbackEvent, PredictionEvent, TextEvent
-from streaming.joiner import JoinState
 
 WHERE = ("fb", 0, 1)
 

@@ -6,7 +6,9 @@
 
 Every import statement counts, at module level or inside a function; only those under
 ``if TYPE_CHECKING:`` are excepted (they never run). ``importlib`` calls with a string (a
-package ``__init__`` that exports its submodules lazily) are not import statements.
+package ``__init__`` that exports its submodules lazily) are not import statements, except a
+package that imports every public module of its folder at once (``iter_modules(__path__)``, as
+``learners.strategies`` does): that package imports each of them.
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ def _imports(name: str, path: Path) -> list[Import]:
     return out
 
 
+def _discovers_its_modules(path: Path) -> bool:
+    """Whether a package ``__init__`` imports every module of its folder (``iter_modules``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return path.name == "__init__.py" and any(
+        isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "iter_modules"
+        for node in ast.walk(tree)
+    )
+
+
 def _resolve(target: str, modules: set[str]) -> str | None:
     """The most specific known module ``target`` names (``a.b.C`` → ``a.b``), or None."""
     parts = target.split(".")
@@ -100,6 +111,11 @@ def _graph() -> tuple[dict[str, dict[str, int]], dict[str, Path]]:
             target = _resolve(imp.target, modules)
             if target is not None and target != name:
                 graph[name].setdefault(target, imp.line)
+        if _discovers_its_modules(path):
+            for module in modules:
+                public = not module.rpartition(".")[2].startswith("_")
+                if public and module.rpartition(".")[0] == name:
+                    graph[name].setdefault(module, 1)
     return graph, sources
 
 
@@ -178,6 +194,12 @@ def _cycle(graph: dict[str, dict[str, int]], component: list[str]) -> list[str]:
                     following.append(w)
         frontier = following
     raise AssertionError(f"no circle found in {component}")
+
+
+def test_a_package_that_discovers_its_modules_imports_each_of_them():
+    graph, _ = _graph()
+    assert {"learners.strategies.naive", "learners.strategies.er_ace"} <= set(graph["learners.strategies"])
+    assert "learners.strategies._registry" in graph["learners.strategies"]  # a plain import
 
 
 def test_no_import_circle():

@@ -109,7 +109,7 @@ def test_meta_json_round_trips_and_keeps_unknown_keys(tmp_path):
     assert again["owner"] == "team-a" and again["metrics"]["bleu"] == 0.5 and again["gate"]["custom"] == 1
     assert meta.status == "rejected" and meta.gate is not None and meta.gate.gate_accuracy == 0.5
     assert VersionMeta.model_validate(again) == reg.meta(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(RegistryError):
         reg.update(1, status="bogus")  # validated: a wrong value is refused, the file is unchanged
     assert json.loads(path.read_text()) == again
 

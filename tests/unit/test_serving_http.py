@@ -117,7 +117,7 @@ def test_predict_answers_and_counts():
         (b'{"texts": ["a"], "ids": ["x", "y"]}', 422, "invalid_request"),
         (b'{"texts": ["a"], "ids": [""]}', 422, "invalid_request"),
         (b"[]", 422, "invalid_request"),
-        (b"{}", 422, "missing_field"),
+        (b"{}", 422, "invalid_request"),
     ],
 )
 def test_bad_predict_bodies_get_an_error_body_whatever_the_content_type(body, status, error):
@@ -149,6 +149,11 @@ def test_feedback_one_or_many():
     assert c.post("/v1/feedback", json=[{"id": "a", "label": "x"}] * 5).json()["error"] == "too_many_items"
     assert c.post("/v1/feedback", json={"id": "", "label": "x"}).status_code == 422
     assert c.post("/v1/feedback", json={"id": "a", "label": " "}).json()["error"] == "invalid_label"
+    # a bad item is named as the events' decoder names it, with its position
+    r = c.post("/v1/feedback", json=[{"id": "a", "label": "x"}, {"id": 1, "label": "x"}]).json()
+    assert r["error"] == "wrong_type" and r["detail"].startswith("item 1: ")
+    assert c.post("/v1/feedback", json={"label": "x"}).json()["error"] == "missing_field"
+    assert c.post("/v1/feedback", json={"id": "a", "label": "x", "ts": "now"}).json()["error"] == "wrong_type"
     assert c.post("/v1/feedback", json=[]).status_code == 422
     replica.default.full = True
     r = c.post("/v1/feedback", json={"id": "a", "label": "x"})
