@@ -2,7 +2,11 @@
 
 Unknown extra fields are kept (``extra="allow"``) so that newer producers do not lose data
 through older consumers. Decoding never raises anything but :class:`InvalidEvent`, whose
-``reason`` is one of :data:`DLQ_REASONS`.
+``reason`` is one of :data:`DLQ_REASONS`, whatever the bytes: events are flat, so nesting
+deeper than :data:`MAX_DEPTH` is refused (pydantic-core's parser stops at 200 levels, so the
+cost stays linear), and every field is bounded
+(``max_text_chars`` for a text, :data:`MAX_NAME_CHARS` for an id, label or domain,
+:data:`MAX_FIELD_CHARS` for anything else).
 """
 
 from __future__ import annotations
@@ -12,14 +16,24 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from streaming.errors import InvalidEvent
 
 SCHEMA_VERSION = 1
 DLQ_PAYLOAD_BYTES = 4096
+#: Longest ``error`` of a DeadLetter (a problem's detail may quote a field name of any length).
+DLQ_ERROR_CHARS = 1024
+#: Deepest JSON nesting a message may have (events are flat; ``meta`` and ``metrics`` hold a
+#: few levels at most).
+MAX_DEPTH = 32
+#: Longest id (as the HTTP API), label or domain, in characters.
+MAX_NAME_CHARS = 256
+#: Longest any other field may be (``meta``, ``scores``, ``metrics``, an extra field...), in
+#: characters of compact JSON.
+MAX_FIELD_CHARS = 65_536
 
 #: Every reason a message can be dead-lettered for (the ``reason`` label of
 #: ``streamcl_dlq_events_total``; all start at zero).
@@ -37,7 +51,8 @@ DLQ_REASONS: tuple[str, ...] = (
     "invalid_event",
 )
 
-Timestamp = StrictFloat | StrictInt
+#: Unix seconds; never NaN or infinite (JSON would carry them as null, refused downstream).
+Timestamp = Annotated[StrictFloat, AllowInfNan(False)] | StrictInt
 
 
 def now() -> float:
@@ -49,6 +64,8 @@ class Event(BaseModel):
     """Base of every event: schema version ``v`` and extra fields kept as they came."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
+    #: Fields that may hold nested JSON (bounded by :data:`MAX_DEPTH` with the extra fields).
+    nestable: ClassVar[tuple[str, ...]] = ()
     v: Literal[1] = 1
 
     def to_bytes(self) -> bytes:
@@ -64,6 +81,7 @@ class TextEvent(Event):
     ts: Timestamp = Field(default_factory=now)
     domain: StrictStr | None = None
     meta: dict[str, Any] | None = None
+    nestable: ClassVar[tuple[str, ...]] = ("meta",)
 
 
 class FeedbackEvent(Event):
@@ -105,6 +123,7 @@ class ModelEvent(Event):
     status: ModelStatus
     parent: StrictInt | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    nestable: ClassVar[tuple[str, ...]] = ("metrics",)
     uri: StrictStr
     ts: Timestamp = Field(default_factory=now)
 
@@ -123,6 +142,7 @@ class DriftEvent(Event):
     source: StrictStr = Field(description="the component that detected it (monitor, learner)")
     model: StrictStr = "default"
     detail: dict[str, Any] = Field(default_factory=dict)
+    nestable: ClassVar[tuple[str, ...]] = ("detail",)
     ts: Timestamp = Field(default_factory=now)
 
 
@@ -142,7 +162,8 @@ class DeadLetter(Event):
     def for_message(
         cls, topic: str, partition: int, offset: int, raw: bytes | None, reason: str, error: str
     ) -> DeadLetter:
-        """Wrap the first 4 KiB of ``raw``: as text when valid UTF-8, else base64."""
+        """Wrap the first 4 KiB of ``raw``: as text when valid UTF-8, else base64 (and the first
+        1,024 characters of ``error``)."""
         head = (raw or b"")[:DLQ_PAYLOAD_BYTES]
         try:
             payload, encoding = head.decode("utf-8"), "utf-8"
@@ -159,7 +180,7 @@ class DeadLetter(Event):
             source_topic=topic,
             partition=partition,
             offset=offset,
-            error=error,
+            error=error[:DLQ_ERROR_CHARS],
             reason=reason,
             payload=payload,
             payload_encoding=encoding,  # type: ignore[arg-type]
@@ -192,20 +213,24 @@ def reason_for(first: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def decode(cls: type[E], raw: bytes | None, max_text_chars: int) -> E:
-    """Decode Kafka bytes into ``cls``; raise :class:`InvalidEvent` with a DLQ reason."""
+    """Decode Kafka bytes into ``cls``; raise :class:`InvalidEvent` with a DLQ reason (and
+    nothing else, whatever the bytes)."""
     if raw is None:
         raise InvalidEvent("invalid_json", "empty message (tombstone)")
     try:  # fast path: parse and validate in pydantic-core; errors take the precise path below
-        return _check_limits(cls, cls.model_validate_json(raw), max_text_chars)
-    except ValidationError:
-        pass
+        return _check_limits(cls.model_validate_json(raw), max_text_chars, len(raw))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent("invalid_utf8", f"not valid UTF-8 at byte {exc.start}") from None
-    try:
+    if first["type"] == "json_invalid":  # pydantic-core's parser is the judge (lone surrogates too)
+        too_deep = "recursion limit" in first["msg"]
+        raise InvalidEvent("invalid_json", _TOO_DEEP if too_deep else str(first["msg"]))
+    try:  # only JSON that pydantic-core parsed comes here: at most 200 levels deep
         obj = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidEvent("invalid_json", f"not JSON: {exc}") from None
     return validate(cls, obj, max_text_chars)
 
@@ -214,27 +239,76 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
     """Validate a parsed JSON value into ``cls`` with streamcl's limits."""
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    if _nests_deeper(obj):
+        raise InvalidEvent("invalid_json", _TOO_DEEP)
     obj.setdefault("v", SCHEMA_VERSION)
     try:
         event = cls.model_validate(obj)
     except ValidationError as exc:
         reason, detail = _reason_for(exc)
         raise InvalidEvent(reason, detail) from None
-    return _check_limits(cls, event, max_text_chars)
+    return _check_limits(event, max_text_chars, None)
 
 
-def _check_limits(cls: type[E], event: E, max_text_chars: int) -> E:
-    fields = cls.model_fields
-    text = event.text if "text" in fields else None  # type: ignore[attr-defined]
-    if text is not None:
-        if not text.strip():
-            raise InvalidEvent("empty_text", "text is empty")
-        if len(text) > max_text_chars:
-            raise InvalidEvent("text_too_long", f"text has {len(text)} characters, limit {max_text_chars}")
-    label = event.label if "label" in fields else None  # type: ignore[attr-defined]
-    if isinstance(label, str) and not label.strip():
-        raise InvalidEvent("invalid_label", "label is empty")
+_TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels"
+
+
+def _nests_deeper(obj: object) -> bool:
+    """Whether a parsed value nests deeper than :data:`MAX_DEPTH` (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_limits(event: E, max_text_chars: int, size: int | None) -> E:
+    """streamcl's limits beyond the schema; ``size`` (the raw bytes) spares the measure of
+    every field when no field can be that long."""
+    values, extra = event.__dict__, event.__pydantic_extra__
+    text = values.get("text")
+    if text is not None and (len(text) > max_text_chars or not text.strip()):
+        _refuse("text", text, max_text_chars, "empty_text", "text_too_long")
+    label = values.get("label")
+    if label is not None and (len(label) > MAX_NAME_CHARS or not label.strip()):
+        _refuse("label", label, MAX_NAME_CHARS, "invalid_label", "invalid_label")
+    domain = values.get("domain")
+    if domain is not None and len(domain) > MAX_NAME_CHARS:
+        raise InvalidEvent("invalid_event", f"field 'domain' has {len(domain)} characters, limit {MAX_NAME_CHARS}")
+    nested = [values[n] for n in event.nestable if values[n]]
+    if (extra or nested) and _nests_deeper([*nested, *(extra or {}).values()]):  # the record is level 1
+        raise InvalidEvent("invalid_json", _TOO_DEEP)
+    # compact JSON is at most a few times the raw bytes (1e15 -> 1000000000000000.0)
+    if size is None or size > MAX_FIELD_CHARS // 8:
+        _check_field_sizes(event)
     return event
+
+
+def _refuse(name: str, value: str, limit: int, empty: str, too_long: str) -> NoReturn:
+    """Raise the reason of a text or label that is blank (``empty``) or over ``limit`` (``too_long``)."""
+    if not value.strip():
+        raise InvalidEvent(empty, f"{name} is empty")
+    raise InvalidEvent(too_long, f"{name} has {len(value)} characters, limit {limit}")
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _check_field_sizes(event: Event) -> None:
+    """Every field but the text, label, domain and id (checked apart) within :data:`MAX_FIELD_CHARS`."""
+    values = {**event.__dict__, **(event.model_extra or {})}
+    for name, value in values.items():
+        if name in ("text", "label", "domain", "id") or value is None or isinstance(value, bool | int | float):
+            continue
+        n = len(value) if isinstance(value, str) else len(_compact(value))
+        if n > MAX_FIELD_CHARS:
+            raise InvalidEvent("invalid_event", f"field '{name}' has {n} characters, limit {MAX_FIELD_CHARS}")
 
 
 @dataclass(frozen=True, slots=True)
