@@ -129,6 +129,15 @@ OVERVIEW = (
             kind="stat",
             width=6,
         ),
+        Panel(
+            "Components up and service step errors",
+            (
+                ("streamcl_component_up", "up {{component}}"),
+                ("streamcl:service_step_errors:rate5m", "step errors/s {{component}}"),
+            ),
+            description="Up: 1 while a component's service is built and its last step succeeded. Failed steps "
+            "and constructions are retried with backoff; see StreamclComponentDown and StreamclStepErrors.",
+        ),
     ),
 )
 

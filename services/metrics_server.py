@@ -3,18 +3,21 @@ serves their merge (``streaming.metrics.merge_expositions``) at ``/metrics``."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics import all_metrics
 from streaming.metrics import merge_expositions
 
 #: A source silent for longer than this no longer contributes gauges (its counters stay).
 STALE_S = 30.0
+UP = "streamcl_component_up"
 
 
 def defaults_exposition() -> str:
@@ -22,6 +25,18 @@ def defaults_exposition() -> str:
     registry = CollectorRegistry()
     all_metrics(registry)
     return prometheus_client.generate_latest(registry).decode("utf-8")
+
+
+def down(exposition: str) -> str:
+    """The ``streamcl_component_up`` series of a silent source, at 0: a component whose process
+    died and was not restarted reads as down rather than vanishing from the scrape."""
+    lines = [f"# TYPE {UP} gauge"]
+    for family in text_string_to_metric_families(exposition):
+        if family.name == UP:
+            for sample in family.samples:
+                labels = ",".join(f"{k}={json.dumps(v)}" for k, v in sample.labels.items())
+                lines.append(f"{UP}{{{labels}}} 0")
+    return "\n".join(lines) + "\n"
 
 
 class MetricsAggregator:
@@ -69,6 +84,7 @@ class MetricsAggregator:
         now = time.time()
         fresh = [(text, labels) for ts, text, labels in latest if now - ts <= STALE_S]
         stale = [(text, labels) for ts, text, labels in latest if now - ts > STALE_S]
+        fresh += [(down(text), labels) for text, labels in stale]
         return merge_expositions(
             fresh, counters_only=stale, defaults=self._defaults, default_labels=[{"model": m} for m in models]
         )

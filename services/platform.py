@@ -16,7 +16,7 @@ from learners.settings import LearnerSettings
 from services.models import ModelSpec, model_specs
 from services.settings import MonitorSettings, PlatformSettings, ServeSettings
 from streaming.broker import EmbeddedBroker
-from streaming.errors import ConfigError
+from streaming.errors import ConfigError, StreamclError
 from streaming.kafka import ensure_topics
 from streaming.runtime import AGGREGATOR_NAME, NAMESPACE, ServiceHost
 from streaming.settings import StreamSettings
@@ -107,6 +107,8 @@ class Platform:
     serve_enabled: bool = True
     detached: bool = False
     urls: dict[str, str] = field(default_factory=dict)
+    #: how long :meth:`start` waits for every service to be built (they keep retrying after)
+    build_timeout_s: float = 300.0
 
     @classmethod
     def from_env(cls, state_dir: Path | None = None, **overrides: Any) -> Platform:
@@ -152,8 +154,6 @@ class Platform:
         return self
 
     def _start(self) -> None:
-        import ray
-
         from learners.registry import registry_for
         from learners.versioning import bootstrap_registry
 
@@ -165,9 +165,26 @@ class Platform:
         for spec in self.models:
             bootstrap_registry(registry_for(spec.stream, spec.learner), spec.learner)
             self._start_services(spec)
-        ray.get([a.status.remote() for name, a in self.actors.items() if name != "metrics"])
+        self._wait_built()
         if self.serve_enabled:
             self._start_serve()
+
+    def _wait_built(self) -> None:
+        """Wait until every service actor has built its service (each retries with backoff while
+        its construction fails); past ``build_timeout_s``, fail with each one's last error."""
+        import ray
+
+        deadline = time.monotonic() + self.build_timeout_s
+        waiting = {name: a for name, a in self.actors.items() if name != "metrics"}
+        while True:
+            states = dict(zip(waiting, ray.get([a.status.remote() for a in waiting.values()]), strict=True))
+            waiting = {name: waiting[name] for name, st in states.items() if not st.get("built", True)}
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                why = "; ".join(f"{name}: {states[name].get('last_error')}" for name in waiting)
+                raise StreamclError(f"not up after {self.build_timeout_s:g}s: {why}")
+            time.sleep(0.5)
 
     def _start_broker(self) -> None:
         """The embedded broker unless a bootstrap server is set, and every model's topics."""

@@ -86,11 +86,15 @@ class JoinerService:
         self.clock = clock
         offsets = self._resume()
         self._producer: Producer | ProcessProducer = (
-            ProcessProducer(settings, client_id="streamcl-joiner")
+            ProcessProducer(settings, client_id="streamcl-joiner", metrics=metrics)
             if settings.join_producer_process
-            else Producer(settings, client_id="streamcl-joiner")
+            else Producer(settings, client_id="streamcl-joiner", metrics=metrics)
         )
-        self._consumer = Consumer(settings, group_id=settings.group("joiner"), client_id="streamcl-joiner")
+        try:
+            self._consumer = Consumer(settings, group_id=settings.group("joiner"), client_id="streamcl-joiner")
+        except BaseException:
+            self._producer.close()  # a broker that is down at start: the host retries the whole build
+            raise
         try:
             self._offsets = self._assign(offsets)
         except BaseException:

@@ -48,7 +48,20 @@ def at_zero(metric: M, values: Iterable[str]) -> M:
 
 
 #: The attributes of the families every process reports (declared once per registry).
-SHARED = ("consumed", "produced", "started", "dlq", "drift_detected", "drift_score", "drift_threshold", "drift_skipped")
+SHARED = (
+    "consumed",
+    "produced",
+    "send_failed",
+    "started",
+    "dlq",
+    "drift_detected",
+    "drift_score",
+    "drift_threshold",
+    "drift_skipped",
+    "component_up",
+    "step_errors",
+    "push_failures",
+)
 
 
 class MetricGroup:
@@ -61,12 +74,16 @@ class MetricGroup:
 
     consumed: Counter
     produced: Counter
+    send_failed: Counter
     started: Gauge
     dlq: Counter
     drift_detected: Counter
     drift_score: Gauge
     drift_threshold: Gauge
     drift_skipped: Counter
+    component_up: Gauge
+    step_errors: Counter
+    push_failures: Counter
 
     def __init__(self, registry: CollectorRegistry, shared: MetricGroup | None = None) -> None:
         self.registry = registry
@@ -80,6 +97,12 @@ class MetricGroup:
             "streamcl_events_consumed", "Messages consumed, by topic and outcome", ["topic", "outcome"], registry=r
         )
         self.produced = Counter("streamcl_events_produced", "Messages produced, by topic", ["topic"], registry=r)
+        self.send_failed = Counter(
+            "streamcl_events_send_failed",
+            "Messages a producer failed to send (never acknowledged), by topic",
+            ["topic"],
+            registry=r,
+        )
         self.started = Gauge(
             "streamcl_component_start_time_seconds", "When each component process started", ["component"], registry=r
         )
@@ -105,6 +128,13 @@ class MetricGroup:
             ["detector", "reason"],
             registry=r,
         )
+        # health: set by the ServiceHost and the MetricsPusher of each process
+        up = "1 while a component's service is built and its last step succeeded, 0 while it fails"
+        self.component_up = Gauge("streamcl_component_up", up, ["component"], registry=r)
+        errors = "Failed steps (and failed constructions) of a component's service loop"
+        self.step_errors = Counter("streamcl_service_step_errors", errors, ["component"], registry=r)
+        pushes = "Failed pushes of a process's metrics to the aggregator (sent with the next push that works)"
+        self.push_failures = Counter("streamcl_metrics_push_failures", pushes, ["component"], registry=r)
 
     def track_detectors(self, detectors: Iterable[Detector]) -> None:
         """Start the counters of ``detectors`` at zero and publish their thresholds."""

@@ -103,6 +103,10 @@ def test_prometheus_scrapes_the_demo_every_panel_has_data_and_drift_is_detected(
         # the platform's scrape target is healthy
         targets = get(prometheus + "/api/v1/targets")["data"]["activeTargets"]
         assert [t["health"] for t in targets] == ["up"]
+        # every service reports itself up, and none of them is alerted as down
+        up = {r["metric"]["component"]: float(r["value"][1]) for r in query(prometheus, "streamcl_component_up")}
+        assert {"joiner", "learner", "controller", "monitor"} <= set(up) and set(up.values()) == {1.0}, up
+        assert not [a for a in alerts if a["labels"]["alertname"] == "StreamclComponentDown"], alerts
     finally:
         code = interrupt(proc)
         log.close()

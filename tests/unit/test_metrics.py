@@ -61,6 +61,10 @@ def test_every_metric_belongs_to_one_part():
         for family in registry.collect():
             names.setdefault(family.name, []).append(part)
     shared = {
+        "streamcl_component_up",
+        "streamcl_service_step_errors",
+        "streamcl_metrics_push_failures",
+        "streamcl_events_send_failed",
         "streamcl_events_consumed",
         "streamcl_events_produced",
         "streamcl_dlq_events",
