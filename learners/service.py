@@ -55,7 +55,7 @@ class LearnerService:
         self.parent: int = base.version
         self.prequential = RollingAccuracy(settings.prequential_window)
         self.trained_total = base.metrics.examples_trained
-        self._producer = Producer(stream, client_id="streamcl-learner")
+        self._producer = Producer(stream, client_id="streamcl-learner", metrics=metrics)
         self._consumer = Consumer(stream, group_id=stream.group("learner"), client_id="streamcl-learner")
         self._offsets = self._consumer.assign([self.topics.labeled], base.offsets)
         drift_events: Consumer | None = None

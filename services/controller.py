@@ -65,7 +65,7 @@ class ModelController:
         self.decided = 0
         self._lock = threading.RLock()  # admin calls arrive on another thread than step()
         self._pinned_seen = registry.serving_state().pinned
-        self._producer = Producer(stream, client_id="streamcl-controller")
+        self._producer = Producer(stream, client_id="streamcl-controller", metrics=metrics)
         self._consumer = Consumer(stream, group_id=stream.group("controller"), client_id="streamcl-controller")
         self._consumer.assign([stream.topics.models])
         self.reconcile()

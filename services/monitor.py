@@ -117,7 +117,7 @@ class DriftMonitor:
         self._confidence_sum = 0.0  # of ``confidence``, kept as it slides
         self.budget = TokenBucket(settings.drift_max_texts_per_s, max(32.0, settings.drift_max_texts_per_s * 2))
         self._rng = random.Random(0)
-        self._producer = Producer(stream, client_id="streamcl-monitor")
+        self._producer = Producer(stream, client_id="streamcl-monitor", metrics=metrics)
         self._consumer = Consumer(stream, group_id=stream.group("monitor"), client_id="streamcl-monitor")
         self._offsets = self._consumer.assign([self.topics.texts, self.topics.predictions])
         self._last_commit = time.monotonic()

@@ -45,6 +45,15 @@ class ServeSettings(BaseStreamclSettings):
     )
     model_poll_s: float = Field(0.5, gt=0, le=60, description="how often replicas check the serving version")
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
+    feedback_ack_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=9,
+        description="POST /v1/feedback answers 202 once Kafka acknowledged its events, else 503 after this long",
+    )
+    event_drain_s: float = Field(
+        5.0, ge=0, le=60, description="a stopping replica sends its queued prediction logs for at most this long"
+    )
     gate: Literal["score", "newer"] = Field(
         "score", description="promotion gate: score candidates against the serving version, or promote every newer one"
     )

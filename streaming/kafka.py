@@ -1,5 +1,6 @@
-"""Thin wrappers over kafka-python: topic creation, an idempotent producer, a consumer with
-manual commits and explicit offsets, and clean close.
+"""Thin wrappers over kafka-python: topic creation, the producers (idempotent, every failed send
+counted and raised on flush; from :mod:`streaming._producer`), a consumer with manual commits
+and explicit offsets, and clean close.
 
 Offsets here are always *next* offsets (the position to read from), keyed ``"topic:partition"``
 in JSON so a checkpoint can hold them.
@@ -12,17 +13,29 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streaming._producer import ProcessProducer, Producer, SendFailed
 from streaming.errors import BrokerError
-from streaming.events import Event, Record
+from streaming.events import Record
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
 Offsets = dict[str, int]
+
+__all__ = [
+    "Consumer",
+    "Offsets",
+    "ProcessProducer",
+    "Producer",
+    "SendFailed",
+    "ensure_topics",
+    "offset_key",
+    "parse_offset_key",
+]
 
 
 def offset_key(topic: str, partition: int) -> str:
@@ -66,43 +79,6 @@ def ensure_topics(
                 pass
     finally:
         admin.close()
-
-
-class Producer:
-    """Idempotent producer (acks=all) of events keyed by id."""
-
-    def __init__(self, settings: StreamSettings, client_id: str = "streamcl", **overrides: Any) -> None:
-        config: dict[str, Any] = {
-            **settings.kafka_config(),
-            "client_id": client_id,
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 20,
-            "batch_size": 512 * 1024,
-            "max_request_size": 8 * 1024 * 1024,
-            "retries": 2**31 - 1,
-        }
-        config.update(overrides)
-        try:
-            self._producer = KafkaProducer(**config)
-        except KafkaError as exc:
-            raise BrokerError(f"no Kafka broker at {settings.bootstrap}", settings.bootstrap) from exc
-
-    def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> Any:
-        """Queue one message; returns kafka-python's future."""
-        if isinstance(key, str):
-            key = key.encode("utf-8")
-        return self._producer.send(topic, value=value, key=key)
-
-    def publish(self, topic: str, event: Event, key: str | None = None) -> Any:
-        """Queue an event, keyed by its ``id`` unless a key is given."""
-        return self.send(topic, event.to_bytes(), key if key is not None else getattr(event, "id", None))
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        self._producer.flush(timeout=timeout_s)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._producer.close(timeout=timeout_s)
 
 
 class Consumer:
@@ -266,95 +242,3 @@ class Consumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
-
-
-def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> None:
-    """Child side of :class:`ProcessProducer`: send what arrives, report errors on flush."""
-    try:
-        producer = Producer(settings, client_id=client_id)
-    except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ok", None))
-    errors: list[str] = []
-    try:
-        while True:
-            try:
-                kind, payload = conn.recv()
-            except EOFError:  # the parent is gone
-                return
-            if kind == "send":
-                for topic, key, value in payload:
-                    producer.send(topic, value, key).add_errback(lambda e: errors.append(str(e)))
-            elif kind == "flush":
-                producer.flush()
-                conn.send(("error", errors[0]) if errors else ("ok", None))
-                errors.clear()
-            elif kind == "close":
-                return
-    finally:
-        producer.close()
-
-
-class ProcessProducer:
-    """A :class:`Producer` in a child process, so that building and sending records uses a
-    core of its own while this process consumes. Messages are shipped in batches (one pipe
-    write per :meth:`ship`, or every ``batch`` messages); :meth:`flush` returns once the child
-    has flushed everything shipped, and raises if any send failed."""
-
-    def __init__(self, settings: StreamSettings, client_id: str = "streamcl", batch: int = 2000) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_producer_process, args=(child, settings, client_id), name=f"{client_id}-producer", daemon=True
-        )
-        self._proc.start()
-        child.close()
-        self._batch = batch
-        self._buffer: list[tuple[str, bytes | None, bytes]] = []
-        self._expect_ok("start", 60.0, settings.bootstrap)
-        self._bootstrap = settings.bootstrap
-
-    def _expect_ok(self, what: str, timeout_s: float, bootstrap: str | None = None) -> None:
-        if not self._conn.poll(timeout_s):
-            raise BrokerError(f"producer process did not {what} in {timeout_s}s", bootstrap)
-        try:
-            status, detail = self._conn.recv()
-        except EOFError:
-            raise BrokerError(f"producer process died during {what}", bootstrap) from None
-        if status != "ok":
-            raise BrokerError(f"producer process {what} failed: {detail}", bootstrap)
-
-    def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> None:
-        if isinstance(key, str):
-            key = key.encode("utf-8")
-        self._buffer.append((topic, key, value))
-        if len(self._buffer) >= self._batch:
-            self.ship()
-
-    def publish(self, topic: str, event: Event, key: str | None = None) -> None:
-        self.send(topic, event.to_bytes(), key if key is not None else getattr(event, "id", None))
-
-    def ship(self) -> None:
-        """Hand the buffered messages to the child (blocks while the pipe is full: backpressure)."""
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            self._conn.send(("send", batch))
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        self.ship()
-        self._conn.send(("flush", None))
-        self._expect_ok("flush", timeout_s or 300.0, self._bootstrap)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        try:
-            if self._proc.is_alive():
-                self.flush(timeout_s)
-                self._conn.send(("close", None))
-        finally:
-            self._proc.join(timeout_s)
-            if self._proc.is_alive():
-                self._proc.terminate()
-            self._conn.close()

@@ -37,6 +37,17 @@ class Overloaded(ServingError):
         self.retry_after = retry_after
 
 
+class NotAcknowledged(ServingError):
+    """The broker did not acknowledge events within the bound (or refused them): they are not
+    accepted. Some may still arrive later; the client retries after ``retry_after`` seconds."""
+
+    error = "not_acknowledged"
+
+    def __init__(self, detail: str, retry_after: float = 2.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class UnknownModel(ServingError):
     """No model of that ``name`` in this deployment."""
 

@@ -5,10 +5,12 @@ every error answered as ``{"error", "detail"}`` with a status the OpenAPI docume
 Before a body is parsed, a route resolves its model (404), checks the token (401, 403) and the
 body's size (413) and JSON (400), in that order, whatever the Content-Type says."""
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -19,11 +21,20 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
-from services.serving._errors import AdminRefused, NotReady, Overloaded, ServingError, TooLarge, UnknownModel
+from services.serving._errors import ServingError, TooLarge
+from services.serving._httperrors import (
+    HttpError,
+    errors,
+    on_http_error,
+    on_invalid,
+    on_serving_error,
+    on_unexpected,
+    responses,
+    status_of,
+)
 from services.serving._replica import Replica, Served
 from services.serving._schemas import (
     AdminResult,
-    ErrorBody,
     FeedbackAccepted,
     FeedbackItem,
     Health,
@@ -38,30 +49,12 @@ from services.serving._schemas import (
     VersionRequest,
     request_bodies,
 )
-from streaming.events import FeedbackEvent, reason_for
+from streaming.events import FeedbackEvent
 
 log = logging.getLogger("streamcl.serve")
 
 ADMIN_BODY_BYTES = 64 * 1024
 BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
-STATUS_TEXT = {
-    400: "The body is not JSON (or not UTF-8)",
-    401: "No Authorization header",
-    403: "A wrong token, or admin calls are disabled (no admin token set)",
-    404: "No such model or version",
-    409: "The version cannot be served now",
-    413: "Over a limit: body size, texts per request, characters per text",
-    422: "The body does not match the schema",
-    503: "No model loaded yet, the event queue is full, or the controller did not answer",
-}
-
-
-class HttpError(Exception):
-    """An error of the HTTP exchange itself (token, body size, JSON)."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
 
 
 @dataclass(frozen=True)
@@ -86,95 +79,6 @@ def policy(p: Policy) -> Callable[[F], F]:
         return endpoint
 
     return mark
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses`` entries for error statuses: each an :class:`ErrorBody`."""
-    return {code: {"model": ErrorBody, "description": STATUS_TEXT[code]} for code in codes}
-
-
-def responses(ok: type, status: int, *codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` of a route: its success body and its error statuses."""
-    return {status: {"model": ok}} | errors(*codes)
-
-
-# errors ---------------------------------------------------------------------------------------
-SERVING_STATUS: dict[type[ServingError], int] = {NotReady: 503, Overloaded: 503, UnknownModel: 404, TooLarge: 413}
-
-
-def status_of(exc: BaseException) -> int:
-    """The status ``exc`` is answered with."""
-    if isinstance(exc, AdminRefused):
-        return exc.status
-    if isinstance(exc, ServingError):
-        return next((s for t, s in SERVING_STATUS.items() if isinstance(exc, t)), 503)
-    if isinstance(exc, HttpError):
-        return exc.status
-    if isinstance(exc, HTTPException):
-        return exc.status_code
-    if isinstance(exc, RequestValidationError):
-        return invalid(exc.errors())[0]
-    return 500
-
-
-#: The fields of a feedback item (their problems are named as the events' decoder names them).
-FEEDBACK_FIELDS = ("id", "label", "ts")
-
-
-def invalid(problems: Any) -> tuple[int, str, str]:
-    """Status, error code and detail of a body that failed validation: 413 when over a limit."""
-    for e in problems:
-        loc = _loc(e)
-        if e["type"] in ("too_long", "string_too_long") and loc[:1] in (["texts"], []):
-            code = "too_many_items" if not loc else "text_too_long" if len(loc) > 1 else "too_many_texts"
-            return 413, code, _where(e)
-    first = problems[0]
-    loc = _loc(first)
-    if loc[:1] == ["texts"] and len(loc) == 2 and first["type"] == "string_pattern_mismatch":
-        return 422, "empty_text", f"text {loc[1]} is empty"
-    field = next((p for p in loc if p in FEEDBACK_FIELDS), None)
-    if field is not None:  # a feedback item: the events' own vocabulary
-        reason, detail = reason_for({**first, "loc": [field]})
-        return 422, reason, f"item {loc[0] if loc[0].isdigit() else 0}: {detail}"
-    return 422, "invalid_request", _where(first)
-
-
-def _loc(problem: Any) -> list[str]:
-    """Where a validation problem is, without FastAPI's ``body`` and the feedback union's tags."""
-    return [str(p) for p in problem.get("loc", ()) if p not in ("body", "item", "list")]
-
-
-def _where(problem: Any) -> str:
-    loc = ".".join(_loc(problem))
-    return f"{loc}: {problem['msg']}" if loc else str(problem["msg"])
-
-
-def _error(status: int, error: str, detail: str | None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
-
-
-async def _on_serving_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServingError)
-    retry = getattr(exc, "retry_after", None)
-    return _error(status_of(exc), exc.error, exc.detail, {"Retry-After": str(round(retry))} if retry else None)
-
-
-async def _on_http_error(_: Request, exc: Exception) -> Response:
-    if isinstance(exc, HttpError):
-        return _error(exc.status, exc.error, exc.detail)
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-
-
-async def _on_invalid(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return _error(*invalid(exc.errors()))
-
-
-async def _on_unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unexpected error", exc_info=exc)
-    return _error(500, "internal_error", type(exc).__name__)
 
 
 # routes ---------------------------------------------------------------------------------------
@@ -211,6 +115,8 @@ async def _json_request(request: Request, limit: int, empty_is_none: bool) -> Re
         raise HttpError(400, "invalid_utf8", "the body is not valid UTF-8") from None
     except ValueError as exc:
         raise HttpError(400, "invalid_json", str(exc)) from None
+    except RecursionError:
+        raise HttpError(400, "invalid_json", "the JSON is nested too deep") from None
     parsed._body = body
     return parsed
 
@@ -260,7 +166,13 @@ def _served(request: Request) -> Served:
     return replica.served(request.path_params.get("name"))
 
 
-def _model_name(name: str = Path(description="a model of the deployment (GET /v1/models)")) -> str:
+async def _served_here(request: Request) -> Served:
+    """:func:`_served` as a dependency: async, so FastAPI does not run it in a worker thread
+    (a thread hop per request costs milliseconds on a busy replica)."""
+    return _served(request)
+
+
+async def _model_name(name: str = Path(description="a model of the deployment (GET /v1/models)")) -> str:
     return name  # declares {name} for the document; _served reads it
 
 
@@ -270,7 +182,7 @@ def _data_routes(bodies: RequestBodies) -> APIRouter:
 
     @router.post("/predict", response_model=None, responses=responses(PredictResponse, 200, 400, 413, 422, 503))
     @policy(Policy(counted=True))
-    async def predict(body: predict_body, served: Served = Depends(_served)) -> JSONResponse:  # type: ignore[valid-type]
+    async def predict(body: predict_body, served: Served = Depends(_served_here)) -> JSONResponse:  # type: ignore[valid-type]
         """Classify texts with the serving version; each text and prediction is logged to Kafka."""
         req = cast(PredictRequest, body)
         limit = served.stream.max_text_chars  # a named model may allow fewer than the document says
@@ -282,19 +194,20 @@ def _data_routes(bodies: RequestBodies) -> APIRouter:
     accepted = responses(FeedbackAccepted, 202, 400, 413, 422, 503)
 
     @router.post("/feedback", status_code=202, response_model=None, responses=accepted)
-    async def feedback(body: feedback_body, served: Served = Depends(_served)) -> JSONResponse:  # type: ignore[valid-type]
-        """True labels for earlier texts (by id), published to the feedback topic."""
+    async def feedback(body: feedback_body, served: Served = Depends(_served_here)) -> JSONResponse:  # type: ignore[valid-type]
+        """True labels for earlier texts (by id), published to the feedback topic: 202 once Kafka
+        acknowledged every one, 503 with Retry-After when it did not in time (retry them)."""
         items: list[FeedbackItem] = body if isinstance(body, list) else [body]
         events = [FeedbackEvent(id=i.id, label=i.label, ts=i.ts) for i in items]
-        return JSONResponse({"accepted": served.feedback(events)}, status_code=202)
+        return JSONResponse({"accepted": await served.feedback(events)}, status_code=202)
 
     @router.get("/model", response_model=None, responses=responses(ModelInfo, 200))
-    async def model(served: Served = Depends(_served)) -> JSONResponse:
+    async def model(served: Served = Depends(_served_here)) -> JSONResponse:
         """The serving version and the newest candidate, with their metrics."""
         return JSONResponse(await served.info())
 
     @router.get("/model/versions", response_model=None, responses=responses(VersionList, 200))
-    async def versions(served: Served = Depends(_served)) -> JSONResponse:
+    async def versions(served: Served = Depends(_served_here)) -> JSONResponse:
         """Every version of the model, the start-up one and pruned ones included."""
         return JSONResponse(await served.versions())
 
@@ -308,25 +221,25 @@ def _admin_routes() -> APIRouter:
 
     @router.post("/model/promote", response_model=None, responses=responses(AdminResult, 200, *errors))
     @policy(admin)
-    async def promote(body: PromoteRequest, served: Served = Depends(_served)) -> JSONResponse:
+    async def promote(body: PromoteRequest, served: Served = Depends(_served_here)) -> JSONResponse:
         """Serve ``version`` (a rejected one too: an operator's override)."""
         return JSONResponse(await served.admin("promote", body.version))
 
     @router.post("/model/rollback", response_model=None, responses=responses(AdminResult, 200, *errors))
     @policy(admin)
-    async def rollback(body: VersionRequest | None = None, served: Served = Depends(_served)) -> JSONResponse:
+    async def rollback(body: VersionRequest | None = None, served: Served = Depends(_served_here)) -> JSONResponse:
         """Serve ``version``, or without one the previous serving version."""
         return JSONResponse(await served.admin("rollback", body.version if body else None))
 
     @router.post("/model/pin", response_model=None, responses=responses(AdminResult, 200, *errors))
     @policy(admin)
-    async def pin(body: VersionRequest | None = None, served: Served = Depends(_served)) -> JSONResponse:
+    async def pin(body: VersionRequest | None = None, served: Served = Depends(_served_here)) -> JSONResponse:
         """Keep serving ``version`` (default: the serving one) until unpinned: the gate promotes nothing."""
         return JSONResponse(await served.admin("pin", body.version if body else None))
 
     @router.post("/model/unpin", response_model=None, responses=responses(AdminResult, 200, 401, 403, 404, 409, 503))
     @policy(admin)
-    async def unpin(served: Served = Depends(_served)) -> JSONResponse:
+    async def unpin(served: Served = Depends(_served_here)) -> JSONResponse:
         """Let the gate promote again."""
         return JSONResponse(await served.admin("unpin", None))
 
@@ -364,13 +277,21 @@ def _top_routes(api_auth: list[Any], api_errors: dict[int | str, dict[str, Any]]
 def create_app(replica: Replica) -> FastAPI:
     """The FastAPI app of ``replica``: its document carries the limits of its settings."""
     settings = replica.settings
-    app = FastAPI(title="streamcl", version="1", description="Continual-learning text classifier endpoint")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(replica.close)  # Serve stops the replica: send its queued events
+
+    app = FastAPI(
+        title="streamcl", version="1", description="Continual-learning text classifier endpoint", lifespan=lifespan
+    )
     app.state.replica = replica
-    app.add_exception_handler(ServingError, _on_serving_error)
-    app.add_exception_handler(HttpError, _on_http_error)
-    app.add_exception_handler(HTTPException, _on_http_error)
-    app.add_exception_handler(RequestValidationError, _on_invalid)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(ServingError, on_serving_error)
+    app.add_exception_handler(HttpError, on_http_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(Exception, on_unexpected)
     max_chars = max(m.stream.max_text_chars for m in replica.models.values())
     data = _data_routes(request_bodies(settings.max_texts_per_request, max_chars))
     admin = _admin_routes()
@@ -390,7 +311,7 @@ def _named_alias(app: FastAPI, auth: list[Any], errors: dict[int | str, dict[str
     router = APIRouter(route_class=_Route)
 
     @router.get("/v1/models/{name}", response_model=None, responses=responses(ModelInfo, 200))
-    async def named_model(name: str = Path(), served: Served = Depends(_served)) -> JSONResponse:
+    async def named_model(name: str = Path(), served: Served = Depends(_served_here)) -> JSONResponse:
         """The serving version and the newest candidate of model ``name``."""
         return JSONResponse(await served.info())
 

@@ -14,8 +14,9 @@ from ray.exceptions import RayError
 
 from learners.registry import registry_for
 from services.metrics import ServeMetrics
-from services.serving._errors import AdminRefused, ControllerUnavailable, NotReady, Overloaded, UnknownModel
-from services.serving._runtime import Batcher, EventLog, ModelFollower
+from services.serving._errors import AdminRefused, ControllerUnavailable, NotAcknowledged, NotReady, UnknownModel
+from services.serving._eventlog import EventLog
+from services.serving._runtime import Batcher, ModelFollower
 from streaming.events import FeedbackEvent, PredictionEvent, TextEvent
 from streaming.runtime import NAMESPACE, MetricsPusher
 
@@ -59,6 +60,8 @@ class Served:
         self.events = events
         self.log_dropped = self.metrics.events_dropped.labels("prediction_log")
         self.feedback_dropped = self.metrics.events_dropped.labels("feedback")
+        for topic in (spec.stream.topics.texts, spec.stream.topics.predictions, spec.stream.topics.feedback):
+            self.metrics.send_failed.labels(topic)  # every failed send is counted, from zero
         self.controller_handle: Any = None
 
     def _swapped(self, version: int) -> None:
@@ -99,12 +102,14 @@ class Served:
             "predictions": [{"id": i, "label": p.label, "scores": p.scores} for i, p in zip(ids, preds)],
         }
 
-    def feedback(self, events: list[FeedbackEvent]) -> int:
-        """Queue feedback for Kafka, all or none: :class:`Overloaded` when the queue is full."""
-        if not self.events.room(len(events)):  # backpressure: the client retries, nothing is lost silently
-            raise Overloaded("the event queue to Kafka is full; retry later")
-        for ev in events:
-            self.events.put(self.stream.topics.feedback, ev, self.feedback_dropped)
+    async def feedback(self, events: list[FeedbackEvent]) -> int:
+        """Publish feedback and return once Kafka acknowledged all of it (accepted means
+        durable); :class:`NotAcknowledged` when it did not within STREAMCL_FEEDBACK_ACK_TIMEOUT_S."""
+        try:
+            await self.events.publish_acked(self.stream.topics.feedback, events, self.settings.feedback_ack_timeout_s)
+        except NotAcknowledged:
+            self.feedback_dropped.inc(len(events))  # refused, not lost: the client retries
+            raise
         self.metrics.feedback.inc(len(events))
         return len(events)
 
@@ -164,9 +169,10 @@ class Replica:
     def __init__(self, models: list[ModelSpec], settings: ServeSettings, replica: str) -> None:
         self.settings = settings
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
-        events = EventLog(models[0].stream)
-        self.models = {m.name: Served(m, settings, replica, executor, events) for m in models}
+        self.events = EventLog(models[0].stream, block_s=settings.feedback_ack_timeout_s)
+        self.models = {m.name: Served(m, settings, replica, executor, self.events) for m in models}
         self.default = self.models[models[0].name]
+        self.events.metrics = self.default.metrics  # failed sends of every model, by topic (set before any send)
 
     def served(self, name: str | None) -> Served:
         """The model called ``name`` (None: the default one); :class:`UnknownModel` if none."""
@@ -185,3 +191,10 @@ class Replica:
             raise NotReady(f"no model loaded yet for {', '.join(missing)}")
         versions = {name: current.version for name, current in loaded.items() if current is not None}
         return {"status": "ready", "model_version": versions[self.default.name], "models": versions}
+
+    def close(self) -> None:
+        """Stop following the registry and send the queued prediction logs (at most
+        STREAMCL_EVENT_DRAIN_S; what is left is counted dropped): a replica that stops."""
+        for served in self.models.values():
+            served.follower.stop()
+        self.events.close(self.settings.event_drain_s)

@@ -1,22 +1,21 @@
-"""What a Serve replica runs besides HTTP: the model follower, the batcher and the event log.
+"""What a Serve replica runs besides HTTP and Kafka: the model follower and the batcher.
 
 The follower loads a new version in a background thread and swaps one reference, so requests
-never wait on a load; the batcher takes that reference once per forward pass, so a response
-never mixes two versions; the event log publishes to Kafka from a bounded queue in its own
-thread, off the response path. Nothing here knows HTTP: failures are :mod:`._errors`.
+never wait on a load, and retries a version that failed to load with backoff; the batcher takes
+that reference once per forward pass, so a response never mixes two versions. Nothing here
+knows HTTP: failures are :mod:`._errors`. The way to Kafka is :mod:`._eventlog`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from services.serving._errors import NotReady
 from streaming.errors import RegistryError
@@ -24,11 +23,21 @@ from streaming.errors import RegistryError
 if TYPE_CHECKING:
     from learners.model import Prediction, TextClassifier
     from learners.registry import Registry
-    from streaming.settings import StreamSettings
 
 log = logging.getLogger("streamcl.serve")
 
 PREFETCH_S = 2.0  # how often a replica looks for versions to keep warm
+RETRY_FIRST_S = 1.0  # a version that failed to load is tried again after this, then twice as long...
+RETRY_MAX_S = 60.0  # ...up to this
+
+
+def backoff(failures: int, first_s: float = RETRY_FIRST_S, most_s: float = RETRY_MAX_S) -> float:
+    """Seconds to wait after ``failures`` failures in a row: ``first_s``, doubling, at most ``most_s``.
+
+    >>> [backoff(n, 1.0, 5.0) for n in (1, 2, 3, 4)]
+    [1.0, 2.0, 4.0, 5.0]
+    """
+    return min(most_s, first_s * 2 ** max(0, failures - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,9 @@ class Loaded:
 class ModelFollower:
     """Keeps the serving version loaded: polls the registry pointer, loads a new version in
     the background and swaps one reference. The last few loaded versions stay in memory, so a
-    rollback to one of them is a swap without a load."""
+    rollback to one of them is a swap without a load. A version that fails to load (a storage
+    blip, a corrupt file) is tried again with :func:`backoff` while the previous one serves;
+    ``failed`` holds the last error of each version not loaded yet."""
 
     def __init__(
         self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None, keep: int = 3
@@ -53,6 +64,7 @@ class ModelFollower:
         self.keep = keep
         self.current: Loaded | None = None
         self.failed: dict[int, str] = {}
+        self._retry: dict[int, tuple[int, float]] = {}  # version: (failures in a row, next try)
         self._loaded: dict[int, TextClassifier] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -65,14 +77,22 @@ class ModelFollower:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        errors = 0  # in a row: the registry itself failing is retried with backoff too
+        while not self._stop.wait(max(self.poll_s, backoff(errors)) if errors else self.poll_s):
             try:
                 self.sync()
                 if time.monotonic() >= self._next_prefetch:
                     self._next_prefetch = time.monotonic() + PREFETCH_S
                     self.prefetch()
+                errors = 0
             except Exception:
-                log.exception("model follower")
+                errors += 1
+                log.exception("model follower (failure %d in a row)", errors)
+
+    def waiting(self, version: int) -> bool:
+        """Whether ``version`` failed to load and its next try is not due yet."""
+        retry = self._retry.get(version)
+        return retry is not None and time.monotonic() < retry[1]
 
     def prefetch(self) -> None:
         """Keep warm, without serving them, the versions a swap most likely goes to: the
@@ -84,7 +104,7 @@ class ModelFollower:
         serving = self.current.version if self.current else None
         likely = list(dict.fromkeys(v for v in likely if v != serving))[: max(0, self.keep - 1)]
         for version in likely:
-            if version in self._loaded or version in self.failed:
+            if version in self._loaded or self.waiting(version):
                 continue
             try:
                 model = self.registry.load_model(version)
@@ -101,26 +121,38 @@ class ModelFollower:
             self._loaded.pop(oldest)
 
     def sync(self) -> None:
-        """Serve the registry's serving version now if it is not served yet (loads it here)."""
+        """Serve the registry's serving version now if it is not served yet (loads it here);
+        a version that failed to load is tried again once its backoff has passed."""
         with self._lock:
             wanted = self.registry.serving()
-            if wanted is None or (self.current and self.current.version == wanted) or wanted in self.failed:
+            if wanted is None or (self.current and self.current.version == wanted) or self.waiting(wanted):
                 return
             model = self._loaded.pop(wanted, None)
             if model is None:
                 try:
                     model = self.registry.load_model(wanted)
-                except RegistryError as exc:
-                    self.failed[wanted] = str(exc)
-                    keeping = self.current and self.current.version
-                    log.error("cannot load version %d, keeping %s: %s", wanted, keeping, exc)
+                except Exception as exc:  # RegistryError, or storage failing in any other way
+                    self._load_failed(wanted, exc)
                     return
+            self.failed.pop(wanted, None)
+            self._retry.pop(wanted, None)
             self._loaded[wanted] = model  # most recently used last
             self.current = Loaded(wanted, model)  # the swap: one reference
             self._trim()
         log.info("now serving version %d", wanted)
         if self.on_swap:
             self.on_swap(wanted)
+
+    def _load_failed(self, version: int, exc: Exception) -> None:
+        failures = self._retry.get(version, (0, 0.0))[0] + 1
+        wait = backoff(failures)
+        self._retry[version] = (failures, time.monotonic() + wait)
+        self.failed[version] = f"{type(exc).__name__}: {exc}"
+        keeping = self.current.version if self.current else None
+        log.error(
+            "cannot load version %d (failure %d), keeping %s; next try in %.0fs: %s",
+            *(version, failures, keeping, wait, self.failed[version]),
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -188,47 +220,3 @@ class Batcher:
                 if not future.done():  # a cancelled request (client gone) is skipped
                     future.set_result((loaded.version, preds[i : i + len(item)]))
                 i += len(item)
-
-
-class EventLog:
-    """Publishes prediction logs and HTTP feedback from a bounded queue in its own thread.
-
-    A prediction log that finds the queue full is dropped (the response does not wait on
-    Kafka); feedback is refused instead (the caller checks :meth:`room`), since it is the
-    platform's input. Every lost event is counted in the ``dropped`` counter that came with it."""
-
-    def __init__(self, stream: StreamSettings, maxsize: int = 50_000) -> None:
-        self.stream = stream
-        self.maxsize = maxsize
-        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize)
-        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
-        self._thread.start()
-
-    def room(self, n: int) -> bool:
-        """Whether ``n`` more events fit now."""
-        return self._queue.qsize() + n <= self.maxsize
-
-    def put(self, topic: str, event: Any, dropped: Any = None) -> bool:
-        """Queue ``event`` for ``topic``; False (and ``dropped`` counted) when the queue is full."""
-        try:
-            self._queue.put_nowait((topic, event, dropped))
-            return True
-        except queue.Full:
-            if dropped is not None:
-                dropped.inc()
-            return False
-
-    def _run(self) -> None:
-        from streaming.kafka import Producer
-
-        producer = None
-        while True:
-            topic, event, dropped = self._queue.get()
-            try:
-                if producer is None:
-                    producer = Producer(self.stream, client_id="streamcl-serve", max_block_ms=5000)
-                producer.publish(topic, event)
-            except Exception as exc:
-                if dropped is not None:
-                    dropped.inc()
-                log.warning("publishing to %s failed, event dropped: %s", topic, exc)

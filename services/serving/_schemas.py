@@ -30,6 +30,8 @@ from streaming.events import Timestamp, now
 #: so the document and the server agree whichever reads the pattern.
 NON_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 ID = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: A slice name: events carry at most 256 characters (longer ones would be dead-lettered).
+DOMAIN = Annotated[str, StringConstraints(max_length=256)]
 
 
 def _integral(value: Any) -> Any:
@@ -55,7 +57,7 @@ class PredictRequest(_Request):
     ids: list[ID] | None = Field(
         None, description="as many as texts: the id of each (the key feedback is joined on); default: made up"
     )
-    domains: list[str | None] | None = Field(
+    domains: list[DOMAIN | None] | None = Field(
         None, description="as many as texts: the domain (a slice name) of each, or null"
     )
 
@@ -74,7 +76,7 @@ class FeedbackItem(_Request):
     """The true label of a text predicted (or published) earlier under ``id``."""
 
     id: ID
-    label: Annotated[str, StringConstraints(pattern=NON_BLANK)] = Field(description="a class name")
+    label: Annotated[str, StringConstraints(max_length=256, pattern=NON_BLANK)] = Field(description="a class name")
     ts: Timestamp = Field(default_factory=now, description="Unix seconds; default: now")
 
 

@@ -269,6 +269,70 @@ def test_swaps_under_load_fail_nothing_and_reach_every_replica(platform, api):
     assert meta["status"] == "rolled_back" and meta["gate"]["override"] is True
 
 
+def _post(url: str, body: dict[str, Any] | list[Any]) -> tuple[int, Any]:
+    """Status and headers of a POST; a request not answered within 10 s fails the test (the
+    contract: every request is answered within 10 s, during faults too)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers  # case-insensitive
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
+def _feedback_ids_on_topic(stream: StreamSettings, wanted: set[str], timeout_s: float = 30) -> set[str]:
+    consumer = Consumer(stream, group_id=None)
+    consumer.assign([stream.topics.feedback])
+    found: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not wanted <= found and time.monotonic() < deadline:
+            found |= {json.loads(r.value)["id"] for r in consumer.poll(1.0)}
+    finally:
+        consumer.close()
+    return found & wanted
+
+
+def test_feedback_is_accepted_only_once_kafka_acknowledged_it(platform, api, broker):
+    """With the broker paused, feedback gets 503 with Retry-After (within the bound, never a
+    hang); once it resumes, 202 again; every id answered 202 is on the feedback topic."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, run = platform.urls["api"] + "/v1/feedback", uuid.uuid4().hex[:8]
+    accepted: list[str] = []
+
+    def send(i: int) -> tuple[int, Any]:
+        status, headers = _post(url, {"id": f"fb-{run}-{i}", "label": "positive"})
+        if status == 202:
+            accepted.append(f"fb-{run}-{i}")
+        return status, headers
+
+    latencies = []
+    for i in range(200):  # healthy broker: every one accepted (the latency is reported, not asserted)
+        start = time.perf_counter()
+        assert send(i)[0] == 202
+        latencies.append(time.perf_counter() - start)
+    print(f"feedback 202 latency p50 {sorted(latencies)[100] * 1000:.1f} ms")
+    pid = broker._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            paused = list(pool.map(send, range(1000, 1004)))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert [s for s, _ in paused] == [503] * 4, paused
+    assert all(int(h.get("Retry-After", 0)) >= 1 for _, h in paused)
+    deadline, i = time.monotonic() + 60, 2000
+    while send(i)[0] != 202:  # back once Kafka answers again
+        assert time.monotonic() < deadline, "feedback not accepted after the broker resumed"
+        time.sleep(1)
+        i += 1
+    assert [send(3000 + k)[0] for k in range(5)] == [202] * 5
+    assert _feedback_ids_on_topic(platform.stream, set(accepted)) == set(accepted)
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),

@@ -12,8 +12,18 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from services.metrics import ServeMetrics
-from services.serving import AdminRefused, NotReady, Overloaded, UnknownModel, create_app, status_of
+from services.serving import (
+    AdminRefused,
+    EventLog,
+    NotAcknowledged,
+    NotReady,
+    Overloaded,
+    UnknownModel,
+    create_app,
+    status_of,
+)
 from services.settings import ServeSettings
+from streaming.settings import StreamSettings
 
 ADMIN = "admin-token"
 
@@ -28,6 +38,7 @@ class FakeServed:
         self.calls: list[Any] = []
         self.ready = True
         self.full = False
+        self.events: Any = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -47,9 +58,11 @@ class FakeServed:
         preds = [{"id": i, "label": "a", "scores": {"a": 1.0}} for i in ids]
         return {"model": self.name, "model_version": 1, "predictions": preds}
 
-    def feedback(self, events: list[Any]) -> int:
+    async def feedback(self, events: list[Any]) -> int:
         if self.full:
             raise Overloaded("full")
+        if self.events is not None:  # the real event log, over a producer the test controls
+            await self.events.publish_acked("feedback", events, timeout_s=0.2)
         self.calls.append(("feedback", events))
         return len(events)
 
@@ -160,6 +173,37 @@ def test_feedback_one_or_many():
     assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
 
 
+class UnackedProducer:
+    """A producer whose sends the broker never acknowledges (a paused broker)."""
+
+    def publish(self, topic: str, event: Any) -> Any:
+        from kafka.future import Future
+
+        return Future()
+
+
+def test_feedback_not_acknowledged_by_kafka_in_time_is_a_503_with_retry_after():
+    c, replica = client()
+    replica.default.events = EventLog(StreamSettings(kafka_bootstrap="127.0.0.1:1"))
+    replica.default.events._producer = UnackedProducer()
+    r = c.post("/v1/feedback", json=[{"id": "a", "label": "x"}, {"id": "b", "label": "y"}])
+    assert r.status_code == 503 and r.json()["error"] == "not_acknowledged", r.json()
+    assert int(r.headers["retry-after"]) >= 1 and set(r.json()) == {"error", "detail"}
+    assert not replica.default.calls  # nothing accepted
+    doc = c.get("/openapi.json").json()
+    assert "503" in doc["paths"]["/v1/feedback"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000, 900])
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/feedback", "/v1/models/news/feedback"])
+def test_deeply_nested_json_is_a_client_error(path, depth):
+    c, _ = client(max_request_bytes=1024 * 1024)
+    for body in (b"[" * depth + b"]" * depth, b'{"texts": ' + b"[" * depth + b"]" * depth + b"}"):
+        r = c.post(path, content=body)
+        assert r.status_code in (400, 422) and set(r.json()) == {"error", "detail"}, r.json()
+        assert depth < 1000 or r.json()["error"] == "invalid_json"
+
+
 def test_admin_checks_the_token_before_the_body():
     c, replica = client()
     assert c.post("/v1/model/rollback", content=b"{bad").status_code == 401
@@ -217,4 +261,5 @@ def test_the_document_is_generated_with_the_limits_and_one_error_schema():
 
 def test_domain_errors_map_to_statuses():
     assert status_of(NotReady("x")) == 503 and status_of(Overloaded("x")) == 503
+    assert status_of(NotAcknowledged("x")) == 503
     assert status_of(UnknownModel("a", [])) == 404 and status_of(AdminRefused(409, "e", "d")) == 409

@@ -1,0 +1,218 @@
+"""The producers: :class:`Producer` (idempotent, acks=all) and :class:`ProcessProducer` (the
+same in a child process). A failed send is never silent: it is counted, fails its future, and
+makes the next flush raise :class:`SendFailed`. Public through :mod:`streaming.kafka`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streaming.errors import BrokerError
+from streaming.events import Event
+from streaming.settings import StreamSettings
+
+if TYPE_CHECKING:
+    from streaming.metrics import MetricGroup
+
+
+class SendFailed(BrokerError):
+    """Sends the broker never acknowledged; ``failed`` counts them by topic."""
+
+    def __init__(self, failed: Mapping[str, int], first: str, bootstrap: str | None = None) -> None:
+        super().__init__(f"{sum(failed.values())} send(s) failed ({dict(failed)}); first: {first}", bootstrap)
+        self.failed = dict(failed)
+
+
+class Producer:
+    """Idempotent producer (acks=all) of events keyed by id.
+
+    A failed send is never silent: it is counted in ``metrics.send_failed{topic}`` (with
+    ``metrics``), the future :meth:`send` returns fails, and the next :meth:`flush` raises
+    :class:`SendFailed` for every failure since the previous one."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        client_id: str = "streamcl",
+        metrics: MetricGroup | None = None,
+        **overrides: Any,
+    ) -> None:
+        config: dict[str, Any] = {
+            **settings.kafka_config(),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 20,
+            "batch_size": 512 * 1024,
+            "max_request_size": 8 * 1024 * 1024,
+            "retries": 2**31 - 1,
+        }
+        config.update(overrides)
+        self._bootstrap = settings.bootstrap
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._failed: dict[str, int] = {}  # since the last flush
+        self._first_error = ""
+        try:
+            self._producer = KafkaProducer(**config)
+        except KafkaError as exc:
+            raise BrokerError(f"no Kafka broker at {settings.bootstrap}", settings.bootstrap) from exc
+
+    def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> Any:
+        """Queue one message; returns kafka-python's future (it fails if the broker never
+        acknowledges the message). Raises :class:`BrokerError` when it cannot even be queued."""
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        try:
+            future = self._producer.send(topic, value=value, key=key)
+        except KafkaError as exc:  # no metadata or no buffer space within max_block_ms: the caller hears it now
+            self._count(topic)
+            raise BrokerError(f"cannot queue a message for {topic}: {exc!r}", self._bootstrap) from exc
+        return future.add_errback(self._on_failure, topic)
+
+    def publish(self, topic: str, event: Event, key: str | None = None) -> Any:
+        """Queue an event, keyed by its ``id`` unless a key is given."""
+        return self.send(topic, event.to_bytes(), key if key is not None else getattr(event, "id", None))
+
+    def _count(self, topic: str, n: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.send_failed.labels(topic).inc(n)
+
+    def _on_failure(self, topic: str, exc: BaseException) -> None:
+        self._count(topic)
+        with self._lock:
+            self._failed[topic] = self._failed.get(topic, 0) + 1
+            self._first_error = self._first_error or repr(exc)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued message is acknowledged or failed; raise :class:`SendFailed`
+        if any failed since the last flush, :class:`BrokerError` if ``timeout_s`` passed first."""
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise BrokerError(f"flush did not finish in {timeout_s}s: {exc!r}", self._bootstrap) from exc
+        with self._lock:
+            failed, first, self._failed, self._first_error = self._failed, self._first_error, {}, ""
+        if failed:
+            raise SendFailed(failed, first, self._bootstrap)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> None:
+    """Child side of :class:`ProcessProducer`: send what arrives, report errors on flush."""
+    try:
+        producer = Producer(settings, client_id=client_id)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ok", None))
+    unqueued: dict[str, int] = {}
+    try:
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if kind == "send":
+                for topic, key, value in payload:
+                    try:
+                        producer.send(topic, value, key)
+                    except BrokerError:
+                        unqueued[topic] = unqueued.get(topic, 0) + 1
+            elif kind == "flush":
+                try:
+                    producer.flush()
+                    conn.send(("failed", (unqueued, "not queued")) if unqueued else ("ok", None))
+                except SendFailed as exc:
+                    conn.send(("failed", ({t: n + unqueued.get(t, 0) for t, n in exc.failed.items()}, str(exc))))
+                except BrokerError as exc:
+                    conn.send(("error", str(exc)))
+                unqueued = {}
+            elif kind == "close":
+                return
+    finally:
+        producer.close()
+
+
+class ProcessProducer:
+    """A :class:`Producer` in a child process, so that building and sending records uses a
+    core of its own while this process consumes. Messages are shipped in batches (one pipe
+    write per :meth:`ship`, or every ``batch`` messages); :meth:`flush` returns once the child
+    has flushed everything shipped, and raises if any send failed (:class:`SendFailed`, each
+    failure also counted in ``metrics.send_failed{topic}``)."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        client_id: str = "streamcl",
+        batch: int = 2000,
+        metrics: MetricGroup | None = None,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_producer_process, args=(child, settings, client_id), name=f"{client_id}-producer", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._batch = batch
+        self._buffer: list[tuple[str, bytes | None, bytes]] = []
+        self._metrics = metrics
+        self._expect_ok("start", 60.0, settings.bootstrap)
+        self._bootstrap = settings.bootstrap
+
+    def _expect_ok(self, what: str, timeout_s: float, bootstrap: str | None = None) -> None:
+        if not self._conn.poll(timeout_s):
+            raise BrokerError(f"producer process did not {what} in {timeout_s}s", bootstrap)
+        try:
+            status, detail = self._conn.recv()
+        except EOFError:
+            raise BrokerError(f"producer process died during {what}", bootstrap) from None
+        if status == "failed":
+            failed, first = detail
+            for topic, n in failed.items():
+                if self._metrics is not None:
+                    self._metrics.send_failed.labels(topic).inc(n)
+            raise SendFailed(failed, f"producer process {what} failed: {first}", bootstrap)
+        if status != "ok":
+            raise BrokerError(f"producer process {what} failed: {detail}", bootstrap)
+
+    def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> None:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        self._buffer.append((topic, key, value))
+        if len(self._buffer) >= self._batch:
+            self.ship()
+
+    def publish(self, topic: str, event: Event, key: str | None = None) -> None:
+        self.send(topic, event.to_bytes(), key if key is not None else getattr(event, "id", None))
+
+    def ship(self) -> None:
+        """Hand the buffered messages to the child (blocks while the pipe is full: backpressure)."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._conn.send(("send", batch))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self.ship()
+        self._conn.send(("flush", None))
+        self._expect_ok("flush", timeout_s or 300.0, self._bootstrap)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            if self._proc.is_alive():
+                self.flush(timeout_s)
+                self._conn.send(("close", None))
+        finally:
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                self._proc.terminate()
+            self._conn.close()
