@@ -4,7 +4,9 @@ publish its ModelEvent, and only then commit the offsets it covers.
 
 The loop reads consume -> train -> version; drift adaptation is a
 :class:`~learners.adaptation.DriftAdapter`, writing and pruning versions a
-:class:`~learners.versioning.Versioner`.
+:class:`~learners.versioning.Versioner`. One learner writes a model's versions: it holds the
+registry's lease (:class:`~learners.registry.LeaseError` for a second one at start), renews it
+as it runs, and writes no version once another learner took it over.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from learners.base import Example
 from learners.evaluation import Holdout
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier, set_threads
-from learners.registry import VersionMeta, registry_for
+from learners.registry import PROCESS_OWNER, VersionMeta, registry_for
 from learners.settings import LearnerSettings
 from learners.strategies import build_learner
 from learners.versioning import Versioner, bootstrap_registry
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Most records one step reads while catching up on a backlog (it trains on batch_size of them).
 CATCH_UP_RECORDS = 2000
+#: Seconds a learner's lease lasts unrenewed: a learner killed without closing blocks its
+#: successor's start this long at most. Renewed every LEASE_RENEW_S and before each version.
+LEASE_TTL_S = 10.0
+LEASE_RENEW_S = 2.0
 
 
 class LearnerService:
@@ -43,13 +49,17 @@ class LearnerService:
 
     name = "learner"
 
-    def __init__(self, stream: StreamSettings, settings: LearnerSettings, metrics: LearnerMetrics) -> None:
+    def __init__(
+        self, stream: StreamSettings, settings: LearnerSettings, metrics: LearnerMetrics, owner: str = PROCESS_OWNER
+    ) -> None:
         set_threads(settings.torch_threads)
         self.stream = stream
         self.settings = settings
         self.metrics = metrics
         self.topics = stream.topics
         self.registry = registry_for(stream, settings)
+        self.lease = self.registry.acquire_lease(owner, LEASE_TTL_S)  # LeaseError: another learner runs
+        self._renewed = time.monotonic()
         bootstrap_registry(self.registry, settings)
         base = self._resume()
         self.parent: int = base.version
@@ -122,7 +132,14 @@ class LearnerService:
         keep = set(self._backlog_rng.sample(range(len(batch)), n))
         return [ev for i, ev in enumerate(batch) if i in keep], [ev.id for i, ev in enumerate(batch) if i not in keep]
 
+    def _renew_lease(self, now: bool = False) -> None:
+        """Keep the lease (every LEASE_RENEW_S, or ``now``); LeaseError once another learner took it."""
+        if now or time.monotonic() - self._renewed >= LEASE_RENEW_S:
+            self.lease = self.registry.renew_lease(self.lease, LEASE_TTL_S)
+            self._renewed = time.monotonic()
+
     def step(self, timeout_s: float = 0.5) -> int:
+        self._renew_lease()
         behind = self._behind()
         records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size + min(behind, CATCH_UP_RECORDS))
         self._lag = max(0, self._lag - len(records))
@@ -198,7 +215,9 @@ class LearnerService:
 
     # versions ---------------------------------------------------------------------------------
     def write_version(self, note: str | None = None) -> VersionMeta:
-        """Durable version first, then its ModelEvent, then the offset commit."""
+        """Durable version first, then its ModelEvent, then the offset commit (only while this
+        learner holds the lease)."""
+        self._renew_lease(now=True)
         meta = self.versions.write(self.parent, self._offsets, self.trained_total, note)
         event = ModelEvent(
             model=self.settings.model_name,
@@ -239,6 +258,10 @@ class LearnerService:
             self.drift.close()
         finally:
             self._producer.close()
+            try:
+                self.registry.release_lease(self.lease)
+            except RegistryError as exc:  # it expires by itself
+                log.warning("the learner's lease was not released: %s", exc)
 
 
 __all__ = ["LearnerService"]

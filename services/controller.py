@@ -12,6 +12,10 @@ logged), roll back to the previous serving version or a named one, pin the servi
 no automatic promotion replaces it, unpin. After an operator's promote or rollback only
 candidates newer than every version stored at that moment are promoted automatically, so the
 gate does not undo a rollback with an older candidate.
+
+A serving pointer found corrupt or lost is rewritten from its copy or rebuilt from the versions
+(with the floor at the newest one), counted and logged as an error before anything is decided;
+while it cannot be rewritten, nothing is promoted automatically.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class AdminError(Exception):
 
 class ModelController:
     name = "controller"
+    _pointer_ok = True  # False while a lost or corrupt serving pointer cannot be read or rewritten
 
     def __init__(
         self,
@@ -68,6 +73,7 @@ class ModelController:
         self._producer = Producer(stream, client_id="streamcl-controller", metrics=metrics)
         self._consumer = Consumer(stream, group_id=stream.group("controller"), client_id="streamcl-controller")
         self._consumer.assign([stream.topics.models])
+        self.check_pointer()
         self.reconcile()
 
     # automatic decisions --------------------------------------------------------------------
@@ -79,8 +85,27 @@ class ModelController:
             self._queue(waiting[-1].version)
         self._publish_gauges()
 
+    def check_pointer(self) -> ServingState | None:
+        """Rewrite a corrupt or lost serving pointer (counted, logged as an error); the serving
+        state, or None while the pointer cannot be read or rewritten."""
+        try:
+            read = self.registry.repair_serving()
+        except RegistryError as exc:
+            if self._pointer_ok:
+                log.error("the serving pointer cannot be read or repaired; no automatic promotion: %s", exc)
+            self._pointer_ok = False
+            return None
+        if read.problem is not None:
+            self.metrics.pointer_recoveries.labels(read.source).inc()
+            log.error("the serving pointer was %s and was rewritten: %s", read.problem, read.detail)
+        if not self._pointer_ok:
+            self._pointer_ok = True
+            self.reconcile()  # candidates that waited for the pointer
+        return read.state
+
     def step(self) -> int:
-        pinned = self.registry.serving_state().pinned
+        state = self.check_pointer()
+        pinned = state.pinned if state is not None else self._pinned_seen
         if self._pinned_seen and not pinned:
             self._pinned_seen = False
             self.reconcile()  # unpinned: candidates that waited are decided now
@@ -139,6 +164,9 @@ class ModelController:
         state = self.registry.serving_state()
         if candidate.status != "candidate" or version <= state.floor:
             return  # already decided, or older than an operator's decision
+        if not self._pointer_ok:
+            log.warning("version %d waits: the serving pointer is being recovered", version)
+            return
         if state.pinned:
             log.info("version %d waits: serving version %s is pinned", version, state.version)
             return

@@ -28,6 +28,16 @@ class ControllerMetrics(MetricGroup):
         self.promotions = Counter("streamcl_model_promotions", "Versions promoted to serving", registry=r)
         self.rejections = Counter("streamcl_model_rejections", "Candidates refused by the gate", registry=r)
         self.rollbacks = Counter("streamcl_model_rollbacks", "Rollbacks to an earlier version", registry=r)
+        self.pointer_recoveries = at_zero(
+            Counter(
+                "streamcl_serving_pointer_recoveries",
+                "Serving pointers found corrupt or lost and rewritten, by where the pointer came from "
+                "(backup: its copy, nothing lost; versions: rebuilt from the versions' statuses, pin lost)",
+                ["source"],
+                registry=r,
+            ),
+            ("backup", "versions"),
+        )
         self.shadow_version = Gauge(
             "streamcl_shadow_version", "Candidate version in shadow mode now (0: none)", registry=r
         )

@@ -5,6 +5,7 @@ Backends: :class:`LocalRegistry` (a directory) and ``S3Registry`` (``learners.re
 imported only when an ``s3://`` URI is opened, so boto3 loads only then).
 """
 
+from learners.registry._lease import PROCESS_OWNER, Lease, LeaseError
 from learners.registry._meta import (
     GateFigures,
     GroupFigures,
@@ -21,8 +22,11 @@ from learners.registry.local import LocalRegistry
 __all__ = [
     "LINEAGE_FILE",
     "META_FILE",
+    "PROCESS_OWNER",
     "GateFigures",
     "GroupFigures",
+    "Lease",
+    "LeaseError",
     "LocalRegistry",
     "NewVersion",
     "Registry",

@@ -135,15 +135,6 @@ class ServingState(_Record):
     floor: int = 0
     ts: float | None = None
 
-    @classmethod
-    def parse(cls, raw: bytes | str | None) -> ServingState:
-        """The stored pointer; no pointer (or an unreadable one) is nothing serving."""
-        try:
-            state = cls.model_validate_json(raw) if raw is not None else cls()
-        except ValidationError:
-            return cls()
-        return state if state.version is not None else cls()
-
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 

@@ -8,17 +8,35 @@ version appears whole or not at all. Weights of old versions are pruned by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
+from learners.registry._lease import LEASE_FILE, Lease, LeaseError, renewed, taken
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._pointer import (
+    SERVING_BACKUP,
+    PointerRead,
+    Problem,
+    decode_pointer,
+    ever_served,
+    rebuild_pointer,
+)
 from streaming.errors import RegistryError
 
 if TYPE_CHECKING:
     from learners.model import TextClassifier
+
+log = logging.getLogger(__name__)
+_Record = TypeVar("_Record", bound=BaseModel)
 
 META_FILE = "meta.json"
 #: Which examples a version consumed since its parent (ids trained, held out, skipped): small,
@@ -44,6 +62,7 @@ class Registry(ABC):
     """Where versions live. One small interface; a backend is a new file."""
 
     uri: str
+    _pointer_warned: str | None = None  # the last pointer problem logged, so a poller logs it once
 
     # what a backend implements ----------------------------------------------------------------
     @abstractmethod
@@ -72,16 +91,92 @@ class Registry(ABC):
         """The version's :data:`LINEAGE_FILE` (also after pruning), or None without one."""
 
     @abstractmethod
-    def serving_state(self) -> ServingState:
-        """The serving pointer (nothing serving: ``ServingState()``)."""
+    def _read_pointer(self, name: str) -> bytes | None:
+        """The bytes of a pointer file in the registry's root (``serving.json``…), None if absent."""
 
     @abstractmethod
-    def _write_serving_state(self, state: ServingState) -> None: ...
+    def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
+        """Replace a pointer file in the registry's root as a whole (never half written)."""
 
     @abstractmethod
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         """Delete the named files of a version (None: every file but :data:`KEPT_FILES`), in
         storage and in any local copy. Its metadata is updated before."""
+
+    def _exclusive(self) -> AbstractContextManager[object]:
+        """Held around a read-modify-write of metadata or the pointer (a backend whose writes
+        are not compare-and-swap locks across processes here)."""
+        return contextlib.nullcontext()
+
+    # the serving pointer ------------------------------------------------------------------------
+    def read_serving(self) -> PointerRead:
+        """The serving pointer and what was wrong with it: a corrupt one, or one missing once
+        something was served, is recovered from its copy, else rebuilt from the versions
+        (:func:`~learners.registry._pointer.rebuild_pointer`). Nothing is written here."""
+        raw = self._read_pointer(SERVING_FILE)
+        state = decode_pointer(raw)
+        if state is not None:
+            return PointerRead(state)
+        backup = decode_pointer(self._read_pointer(SERVING_BACKUP))
+        problem: Problem = "corrupt" if raw is not None else "missing"
+        if backup is not None:
+            return PointerRead(backup, problem, "backup", f"{SERVING_FILE} {problem}; its copy serves {backup.version}")
+        versions = self.versions()
+        if raw is None and not ever_served(versions):
+            return PointerRead(ServingState(), source="none")  # never written: nothing serving yet
+        state = rebuild_pointer(versions, HISTORY)
+        detail = f"{SERVING_FILE} {problem}, no usable copy; rebuilt: serving {state.version}, floor {state.floor}"
+        return PointerRead(state, problem, "versions", detail)
+
+    def serving_state(self) -> ServingState:
+        """The serving pointer (nothing serving: ``ServingState()``), recovered when it is
+        corrupt or lost (logged once; the controller repairs it and counts it)."""
+        read = self.read_serving()
+        if read.problem is not None and read.detail != self._pointer_warned:
+            log.warning("%s: the serving pointer is %s: %s", self.uri, read.problem, read.detail)
+        self._pointer_warned = read.detail or None
+        return read.state
+
+    def repair_serving(self) -> PointerRead:
+        """Write back a recovered pointer; returns what was read (``problem`` None: nothing to do)."""
+        with self._exclusive():
+            read = self.read_serving()
+            if read.problem is not None and read.state.version is not None:
+                self._write_serving_state(read.state)
+            return read
+
+    def _write_serving_state(self, state: ServingState) -> None:
+        """The copy first: a crash in between leaves the older pointer whole in ``serving.json``."""
+        with self._exclusive():
+            self._write_pointer(SERVING_BACKUP, state.to_json())
+            self._write_pointer(SERVING_FILE, state.to_json())
+
+    def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
+        """Replace a pointer file with ``change(its bytes)`` as one step against other writers
+        (a backend with conditional writes overrides this with a compare-and-swap)."""
+        with self._exclusive():
+            record = change(self._read_pointer(name))
+            self._write_pointer(name, record.model_dump())
+            return record
+
+    # the learner's lease ------------------------------------------------------------------------
+    def acquire_lease(self, owner: str, ttl_s: float, now: float | None = None) -> Lease:
+        """Become the one writer of versions for ``ttl_s`` seconds (:class:`LeaseError` while
+        another owner's lease is live)."""
+        at = time.time() if now is None else now
+        return self._swap_pointer(LEASE_FILE, lambda raw: taken(raw, owner, ttl_s, at))
+
+    def renew_lease(self, lease: Lease, ttl_s: float, now: float | None = None) -> Lease:
+        """Extend ``lease``; :class:`LeaseError` when another owner took it over."""
+        at = time.time() if now is None else now
+        return self._swap_pointer(LEASE_FILE, lambda raw: renewed(raw, lease, ttl_s, at))
+
+    def release_lease(self, lease: Lease) -> None:
+        """End ``lease`` now, so the next learner need not wait for it to expire (a lost one: nothing)."""
+        try:
+            self.renew_lease(lease, 0.0)
+        except LeaseError:
+            pass
 
     # shared behaviour -------------------------------------------------------------------------
     def load_model(self, version: int) -> TextClassifier:
@@ -99,27 +194,29 @@ class Registry(ABC):
         """Point the endpoint at ``version`` (which must exist); the previous one joins the
         history. ``pinned``/``floor`` change those fields when given (the floor never drops)."""
         self.meta(version)  # must exist
-        state = self.serving_state()
-        history = [v for v in state.history if v != version]
-        if state.version is not None and state.version != version:
-            history.append(state.version)
-        changes: dict[str, Any] = {"version": version, "ts": time.time(), "history": history[-HISTORY:]}
-        if pinned is not None:
-            changes["pinned"] = pinned
-        if floor is not None:
-            changes["floor"] = max(floor, state.floor)
-        state = state.model_copy(update=changes)
-        self._write_serving_state(state)
-        return state
+        with self._exclusive():
+            state = self.serving_state()
+            history = [v for v in state.history if v != version]
+            if state.version is not None and state.version != version:
+                history.append(state.version)
+            changes: dict[str, Any] = {"version": version, "ts": time.time(), "history": history[-HISTORY:]}
+            if pinned is not None:
+                changes["pinned"] = pinned
+            if floor is not None:
+                changes["floor"] = max(floor, state.floor)
+            state = state.model_copy(update=changes)
+            self._write_serving_state(state)
+            return state
 
     def set_pinned(self, pinned: bool) -> ServingState:
         """Pin (or unpin) the serving version: a pinned one is not replaced automatically."""
-        state = self.serving_state()
-        if state.version is None:
-            raise RegistryError("nothing is serving yet")
-        state = state.model_copy(update={"pinned": pinned})
-        self._write_serving_state(state)
-        return state
+        with self._exclusive():
+            state = self.serving_state()
+            if state.version is None:
+                raise RegistryError("nothing is serving yet")
+            state = state.model_copy(update={"pinned": pinned})
+            self._write_serving_state(state)
+            return state
 
     def latest(self) -> VersionMeta | None:
         """Newest version whose files are still there."""
@@ -145,11 +242,12 @@ class Registry(ABC):
     def drop_files(self, version: int, names: list[str]) -> VersionMeta:
         """Delete some files of a version (the learner's state of an older checkpoint); the
         version stays loadable with the files it keeps. Returns the updated metadata."""
-        meta = self.meta(version)
-        gone = [n for n in names if n in meta.files and n not in KEPT_FILES]
-        files = {k: v for k, v in meta.files.items() if k not in gone}
-        # metadata first: a reader never checks a file that is about to go
-        meta = self.update(version, files=files, dropped=sorted({*meta.dropped, *gone}))
+        with self._exclusive():  # the read of the metadata and its update as one step
+            meta = self.meta(version)
+            gone = [n for n in names if n in meta.files and n not in KEPT_FILES]
+            files = {k: v for k, v in meta.files.items() if k not in gone}
+            # metadata first: a reader never checks a file that is about to go
+            meta = self.update(version, files=files, dropped=sorted({*meta.dropped, *gone}))
         self._delete_files(version, gone)
         return meta
 
@@ -182,6 +280,7 @@ __all__ = [
     "KEPT_FILES",
     "LINEAGE_FILE",
     "META_FILE",
+    "SERVING_BACKUP",
     "SERVING_FILE",
     "Registry",
     "sha256",

@@ -1,7 +1,10 @@
-"""The registry in a local directory: ``versions/000001/…``, ``serving.json``, ``registry.json``.
+"""The registry in a local directory: ``versions/000001/…``, ``serving.json`` (and its copy
+``serving.prev.json``), ``registry.json``.
 
 A version is written under a temporary name, made durable, and renamed into place, so a
-reader sees a whole version or none.
+reader sees a whole version or none. Every read-modify-write (version numbers, metadata
+updates, the serving pointer) holds ``.lock`` in the root with ``flock``, so the learner's and
+the controller's processes never undo each other's changes.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
-from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
+from learners.registry._filelock import FileLock
+from learners.registry._meta import NewVersion, VersionMeta, WriteFiles
+from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, Registry, sha256
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
-__all__ = ["LocalRegistry"]
+__all__ = ["LOCK_FILE", "LocalRegistry"]
+
+LOCK_FILE = ".lock"
 
 
 class LocalRegistry(Registry):
@@ -29,7 +34,7 @@ class LocalRegistry(Registry):
         self.root = Path(root).expanduser().resolve()
         self.uri = f"file://{self.root}"
         (self.root / "versions").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()  # update() runs inside other locked operations
+        self._lock = FileLock(self.root / LOCK_FILE)  # threads and processes; re-entrant
         self._verified: dict[Path, tuple[str, int, int, int]] = {}
 
     def _dir(self, version: int) -> Path:
@@ -44,22 +49,22 @@ class LocalRegistry(Registry):
         return version
 
     def create(self, write_files: WriteFiles, new: NewVersion) -> VersionMeta:
-        with self._lock:
-            tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=".tmp-"))
-            try:
-                new = self._completed(write_files(tmp), new)
+        tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=".tmp-"))
+        try:
+            new = self._completed(write_files(tmp), new)
+            files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            for p in tmp.iterdir():  # make the files durable before the rename publishes them
+                with p.open("rb") as f:
+                    os.fsync(f.fileno())
+            with self._lock:  # only the numbering and the publishing: other writers wait for no upload
                 version = self._next_version()
-                files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
                 full = self._full_meta(version, new, files)
                 write_json_atomic(tmp / META_FILE, full.to_json())
-                for p in tmp.iterdir():  # make the files durable before the rename publishes them
-                    with p.open("rb") as f:
-                        os.fsync(f.fileno())
                 os.rename(tmp, self._dir(version))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return full
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return full
 
     def versions(self) -> list[VersionMeta]:
         out = []
@@ -105,9 +110,8 @@ class LocalRegistry(Registry):
             self._verified[path] = stamp
         return folder
 
-    def drop_files(self, version: int, names: list[str]) -> VersionMeta:
-        with self._lock:  # the read of the metadata and its update as one step
-            return super().drop_files(version, names)
+    def _exclusive(self) -> FileLock:
+        return self._lock
 
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         folder = self._dir(version)
@@ -125,13 +129,11 @@ class LocalRegistry(Registry):
         except (OSError, ValueError) as exc:
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
-    def serving_state(self) -> ServingState:
+    def _read_pointer(self, name: str) -> bytes | None:
         try:
-            raw = (self.root / SERVING_FILE).read_bytes()
+            return (self.root / name).read_bytes()
         except FileNotFoundError:
-            raw = None
-        return ServingState.parse(raw)
+            return None
 
-    def _write_serving_state(self, state: ServingState) -> None:
-        with self._lock:
-            write_json_atomic(self.root / SERVING_FILE, state.to_json())
+    def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
+        write_json_atomic(self.root / name, payload)

@@ -18,23 +18,25 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
-from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._meta import NewVersion, VersionMeta, WriteFiles
 from learners.registry._s3errors import MISSING, TAKEN, code, s3_errors
-from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
+from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, Registry, sha256
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
 CLAIM_FILE = ".claim"  # created with If-None-Match: *, so one writer owns the number
 CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
 CONFLICT_RETRIES = 20
+_Record = TypeVar("_Record", bound=BaseModel)
 
 
 def _etag(value: str) -> str:
@@ -338,12 +340,23 @@ class S3Registry(Registry):
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
     # serving pointer and deletion -------------------------------------------------------------
-    def serving_state(self) -> ServingState:
-        found = self._get(self._key(SERVING_FILE), "reading the serving pointer")
-        return ServingState.parse(found[0] if found is not None else None)
+    def _read_pointer(self, name: str) -> bytes | None:
+        found = self._get(self._key(name), f"reading {name}")
+        return found[0] if found is not None else None
 
-    def _write_serving_state(self, state: ServingState) -> None:
-        self._put_json(self._key(SERVING_FILE), state.to_json(), "writing the serving pointer")
+    def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
+        self._put_json(self._key(name), payload, f"writing {name}")
+
+    def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
+        key = self._key(name)
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(key, f"reading {name}")
+            record = change(found[0] if found is not None else None)
+            condition = {"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}
+            if self._put_json(key, record.model_dump(), f"writing {name}", None, **condition):
+                return record
+            # another writer changed it since the read: decide again on what it wrote
+        raise RegistryError(f"{self.uri}: {name} kept changing during the update")
 
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         base = self._version_key(version)

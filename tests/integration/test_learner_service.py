@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry
 
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier
-from learners.service import LearnerService
+from learners.registry import LeaseError
+from learners.service import LEASE_TTL_S, LearnerService
 from learners.settings import LearnerSettings
 from streaming.events import LabeledExample, ModelEvent
 from streaming.kafka import Consumer, Producer
@@ -152,3 +153,18 @@ def test_the_throttle_policy_trains_on_everything(make_settings, tmp_path):
     run_until(svc, lambda: svc.trained_total == 120, timeout_s=120)
     assert svc.versions.lineage["backlog_skipped"] == []
     svc.close()
+
+
+def test_a_second_learner_for_the_same_model_is_fenced(make_settings, tmp_path):
+    s = make_settings()
+    ls = learner_settings(tmp_path)
+    first = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()), owner="learner-a")
+    with pytest.raises(LeaseError, match="learner-a"):  # refused at start while the first one's lease is live
+        LearnerService(s, ls, LearnerMetrics(CollectorRegistry()), owner="learner-b")
+    # the first one stalls past its lease and another learner takes over: the first writes nothing more
+    first.registry.acquire_lease("learner-b", LEASE_TTL_S, now=first.lease.expires + 1)
+    publish(s, 16)
+    with pytest.raises(LeaseError, match="lost its lease"):
+        run_until(first, lambda: False)
+    first.close()
+    assert [v.version for v in first.registry.versions()] == [1]  # only the start-up version

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from learners.registry import LocalRegistry, NewVersion, open_registry
@@ -122,3 +124,65 @@ def test_corrupt_metadata_is_refused_and_not_listed(tmp_path):
     with pytest.raises(RegistryError, match="corrupt metadata"):
         reg.meta(1)
     assert [m.version for m in reg.versions()] == [2]
+
+
+_WRITER = """
+import sys
+from learners.registry import LocalRegistry
+
+root, field, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reg = LocalRegistry(root)
+lost = 0
+for i in range(n):
+    if reg.meta(1).to_json().get(field, -1) != i - 1:
+        lost += 1  # another process wrote back an older copy of the metadata
+    reg.update(1, **{field: i})
+    if i % 10 == 0:
+        reg.set_pinned(field == "a")
+print(lost)
+"""
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_processes_updating_one_version_lose_no_field(tmp_path):
+    """The learner's and the controller's processes update the same meta.json and pointer: with
+    the registry's file lock, neither writes back a stale copy over the other's change."""
+    import subprocess
+    import sys
+
+    reg = LocalRegistry(tmp_path)
+    reg.create(write(b"one"), NewVersion())
+    reg.set_serving(1)
+    n = 150
+    run = [sys.executable, "-c", _WRITER, str(tmp_path)]
+    procs = [subprocess.Popen([*run, f, str(n)], stdout=subprocess.PIPE, text=True, cwd=ROOT) for f in ("a", "b")]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [int(out) for out in outs] == [0, 0]
+    extra = reg.meta(1).to_json()
+    assert (extra["a"], extra["b"]) == (n - 1, n - 1)
+    assert reg.read_serving().problem is None and reg.serving() == 1
+
+
+def test_one_learner_holds_the_lease_and_a_fenced_one_writes_nothing(tmp_path):
+    from learners.registry import LeaseError
+
+    reg, other = LocalRegistry(tmp_path), LocalRegistry(tmp_path)
+    first = reg.acquire_lease("learner-a", ttl_s=20, now=100.0)
+    assert (first.owner, first.epoch, first.expires) == ("learner-a", 1, 120.0)
+    with pytest.raises(LeaseError, match="learner-a") as refused:
+        other.acquire_lease("learner-b", ttl_s=20, now=110.0)  # live: a second learner cannot start
+    assert refused.value.owner == "learner-a" and refused.value.expires == 120.0
+    assert reg.acquire_lease("learner-a", ttl_s=20, now=110.0).epoch == 1  # the same process, rebuilt
+    first = reg.renew_lease(first, ttl_s=20, now=115.0)
+    assert first.expires == 135.0
+    taken = other.acquire_lease("learner-b", ttl_s=20, now=136.0)  # expired: taken over
+    assert (taken.owner, taken.epoch) == ("learner-b", 2)
+    with pytest.raises(LeaseError, match="lost its lease"):
+        reg.renew_lease(first, ttl_s=20, now=137.0)  # the zombie is fenced
+    reg.release_lease(first)  # a lost lease is not released by its old owner
+    assert other.renew_lease(taken, ttl_s=20, now=138.0).epoch == 2
+    other.release_lease(taken)
+    assert reg.acquire_lease("learner-a", ttl_s=20).epoch == 3  # released: no wait

@@ -244,3 +244,23 @@ def test_dropped_files_go_from_the_bucket_and_the_cache(make: Callable[..., S3Re
     assert keys(bucket, "team/registry/versions/000001/replay") == []
     folder = reg.local_path(1)
     assert not (folder / "replay.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_lease_and_lost_pointer_on_s3(make: Callable[..., S3Registry]) -> None:
+    from learners.registry import LeaseError
+
+    reg, other = make(), make()
+    lease = reg.acquire_lease("a", ttl_s=20, now=100.0)
+    with pytest.raises(LeaseError):
+        other.acquire_lease("b", ttl_s=20, now=110.0)
+    assert other.acquire_lease("b", ttl_s=20, now=121.0).epoch == 2
+    with pytest.raises(LeaseError):
+        reg.renew_lease(lease, ttl_s=20, now=122.0)
+    for status in ("promoted", "promoted", "candidate"):
+        reg.create(write(b"x"), NewVersion(status=status))
+    reg.set_serving(1)
+    reg.set_serving(2, pinned=True)
+    boto3.client("s3").put_object(Bucket=reg.bucket, Key=reg._key("serving.json"), Body=b"{")
+    read = other.read_serving()
+    assert (read.problem, read.source, read.state.version, read.state.pinned) == ("corrupt", "backup", 2, True)
+    assert other.repair_serving().problem == "corrupt" and reg.read_serving().problem is None
