@@ -134,6 +134,12 @@ class JoinState:
 
         return {"texts": dump(self._texts), "feedback": dump(self._feedback), "predictions": dump(self._predictions)}
 
+    def restore(self, state: dict[str, Any]) -> None:
+        """Back to a checkpoint's pending state (from :meth:`to_json`): what was joined, evicted
+        or expired since is pending again, to be read and joined again. The live accuracy stays."""
+        self.load_json(state)
+        self._evicted = Expired()
+
     def load_json(self, state: dict[str, Any]) -> None:
         for name, target in (("texts", self._texts), ("feedback", self._feedback), ("predictions", self._predictions)):
             target.clear()

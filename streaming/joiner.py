@@ -5,6 +5,9 @@ time-to-live, maximum count); it also pairs served predictions with feedback to 
 accuracy. :class:`JoinerService` runs it over Kafka: decode, dead-letter what is unreadable,
 join, produce, and checkpoint the pending state *with* the consumed offsets (the producer is
 flushed first), so a restarted joiner continues exactly where its last checkpoint left it.
+A step that fails (a send the broker never acknowledged, a broker away) first puts the join
+state and the consumer back to the last checkpoint, so nothing since is lost: it is read and
+joined again (at-least-once into the labeled topic).
 :class:`JoinerMetrics` are the metrics it reports.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +76,12 @@ class JoinerService:
         checkpoint_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         shard: tuple[int, int] = (0, 1),
+        producer_overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        """``producer_overrides`` are kafka-python producer settings (``delivery_timeout_ms``…)
+        for the in-process producer; they need ``join_producer_process=False``."""
+        if producer_overrides and settings.join_producer_process:
+            raise ValueError("producer_overrides need join_producer_process=False")
         self.settings = settings
         self.metrics = metrics
         self.topics = settings.topics
@@ -88,7 +96,7 @@ class JoinerService:
         self._producer: Producer | ProcessProducer = (
             ProcessProducer(settings, client_id="streamcl-joiner", metrics=metrics)
             if settings.join_producer_process
-            else Producer(settings, client_id="streamcl-joiner", metrics=metrics)
+            else Producer(settings, client_id="streamcl-joiner", metrics=metrics, **(producer_overrides or {}))
         )
         try:
             self._consumer = Consumer(settings, group_id=settings.group("joiner"), client_id="streamcl-joiner")
@@ -101,6 +109,7 @@ class JoinerService:
             self._consumer.close()
             self._producer.close()
             raise
+        self._durable = (dict(self._offsets), self.state.to_json())  # what a failed step goes back to
         self._start_throttle()
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
@@ -190,7 +199,15 @@ class JoinerService:
         return self.clock() - self._paused_s
 
     def step(self, timeout_s: float = 0.2) -> int:
-        """Poll once, handle what came, expire and checkpoint when due; returns records read."""
+        """Poll once, handle what came, expire and checkpoint when due; returns records read.
+        If any of it raises, the joiner is back at its last checkpoint first (:meth:`rewind`)."""
+        try:
+            return self._step(timeout_s)
+        except Exception:
+            self.rewind()
+            raise
+
+    def _step(self, timeout_s: float) -> int:
         if self._hold_back(timeout_s):
             return 0
         records = self._consumer.poll(timeout_s, max_records=5000)
@@ -268,10 +285,26 @@ class JoinerService:
             for domain, acc in self.state.live.per_domain().items():
                 self.metrics.live_domain.labels(domain).set(acc)
 
+    def rewind(self) -> None:
+        """Back to the last checkpoint: its join state and offsets. Whatever was read since is
+        read and joined again, so a pair whose send failed is produced again, not lost; one
+        whose send succeeded is produced twice (at-least-once)."""
+        offsets, state = self._durable
+        self.state.restore(state)
+        self._offsets = dict(offsets)
+        self._consumer.seek(offsets)
+        self._dirty = False
+        self._publish_gauges()
+        log.warning("joiner back at its last checkpoint (%d pending): reading from %s again", len(self.state), offsets)
+
     def checkpoint(self) -> None:
-        """Flush what was produced, then save state with offsets, then commit the offsets."""
+        """Flush what was produced, then save state with offsets, then commit the offsets.
+        Raises :class:`~streaming.kafka.SendFailed` if the broker did not acknowledge every
+        output: nothing is saved then (a failed :meth:`step` rewinds to the last checkpoint)."""
         self._producer.flush()
-        write_json_atomic(self.checkpoint_path, {"offsets": self._offsets, "state": self.state.to_json()})
+        state = self.state.to_json()
+        write_json_atomic(self.checkpoint_path, {"offsets": self._offsets, "state": state})
+        self._durable = (dict(self._offsets), state)
         self._consumer.commit(self._offsets)
         self._last_checkpoint = time.monotonic()
         self._dirty = False

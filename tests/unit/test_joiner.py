@@ -68,3 +68,16 @@ def test_live_accuracy_from_predictions_either_order():
     s.add_prediction(PredictionEvent(id="b", label="pos", scores={}, model_version=1), now=2)
     assert s.live.value == 0.5
     assert s.live.per_domain() == {"d1": 1.0, "d2": 0.0}
+
+
+def test_restore_puts_back_what_was_joined_and_evicted_since_the_snapshot():
+    s = JoinState(ttl_s=10, max_pending=2)
+    s.add_text(TextEvent(id="a", text="hello"), now=0)
+    snapshot = s.to_json()
+    assert s.add_feedback(FeedbackEvent(id="a", label="pos"), now=1, where=WHERE) is not None
+    for i in range(3):  # one evicted since the snapshot
+        s.add_text(TextEvent(id=f"t{i}", text="x"), now=2 + i)
+    s.restore(snapshot)
+    assert s.pending()["text"] == 1 and s.expire(now=3).texts == 0  # the eviction is forgotten
+    joined = s.add_feedback(FeedbackEvent(id="a", label="pos"), now=4, where=WHERE)
+    assert joined is not None and joined.text == "hello"  # joined again
