@@ -1,6 +1,7 @@
-"""The producers: :class:`Producer` (idempotent, acks=all) and :class:`ProcessProducer` (the
+"""The producers: :class:`Producer` (acks=all, retries) and :class:`ProcessProducer` (the
 same in a child process). A failed send is never silent: it is counted, fails its future, and
-makes the next flush raise :class:`SendFailed`. Public through :mod:`streaming.kafka`."""
+makes the next flush raise :class:`SendFailed`; a flush always ends within its bound. Public
+through :mod:`streaming.kafka`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from streaming.errors import BrokerError
 from streaming.events import Event
@@ -28,11 +29,16 @@ class SendFailed(BrokerError):
 
 
 class Producer:
-    """Idempotent producer (acks=all) of events keyed by id.
+    """Producer (acks=all, retried until ``delivery_timeout_ms``) of events keyed by id.
 
     A failed send is never silent: it is counted in ``metrics.send_failed{topic}`` (with
     ``metrics``), the future :meth:`send` returns fails, and the next :meth:`flush` raises
-    :class:`SendFailed` for every failure since the previous one."""
+    :class:`SendFailed` for every failure since the previous one.
+
+    Not idempotent, on purpose: kafka-python's idempotent producer, once a batch expired,
+    stops sending until the broker hands it a new producer id, which tansu never does after
+    a pause, so every later flush would hang. Without it a retry may write a record twice
+    (and, rarely, out of order); every consumer downstream is at-least-once already."""
 
     def __init__(
         self,
@@ -45,7 +51,7 @@ class Producer:
             **settings.kafka_config(),
             "client_id": client_id,
             "acks": "all",
-            "enable_idempotence": True,
+            "enable_idempotence": False,
             "linger_ms": 20,
             "batch_size": 512 * 1024,
             "max_request_size": 8 * 1024 * 1024,
@@ -57,6 +63,8 @@ class Producer:
         self._lock = threading.Lock()
         self._failed: dict[str, int] = {}  # since the last flush
         self._first_error = ""
+        # a flush without a timeout still ends: every batch is acknowledged or expired by then
+        self.flush_bound_s = config.get("delivery_timeout_ms", 120_000) / 1000 + 5.0
         try:
             self._producer = KafkaProducer(**config)
         except KafkaError as exc:
@@ -90,7 +98,9 @@ class Producer:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued message is acknowledged or failed; raise :class:`SendFailed`
-        if any failed since the last flush, :class:`BrokerError` if ``timeout_s`` passed first."""
+        if any failed since the last flush, :class:`BrokerError` if ``timeout_s`` (by default
+        :attr:`flush_bound_s`) passed first."""
+        timeout_s = self.flush_bound_s if timeout_s is None else timeout_s
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
@@ -101,7 +111,15 @@ class Producer:
             raise SendFailed(failed, first, self._bootstrap)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._producer.close(timeout=timeout_s)
+        """Flush for up to ``timeout_s``, then stop; what is still unsent then is dropped (its
+        sends fail), since kafka-python's close would raise and leave its sender thread running."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaTimeoutError:
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(timeout_s)
 
 
 def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> None:

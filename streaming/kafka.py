@@ -1,5 +1,5 @@
-"""Thin wrappers over kafka-python: topic creation, the producers (idempotent, every failed send
-counted and raised on flush; from :mod:`streaming._producer`), a consumer with manual commits
+"""Thin wrappers over kafka-python: topic creation, the producers (acks=all, retried, not idempotent:
+every failed send counted and raised on flush; from :mod:`streaming._producer`), a consumer with manual commits
 and explicit offsets, and clean close.
 
 Offsets here are always *next* offsets (the position to read from), keyed ``"topic:partition"``

@@ -35,7 +35,7 @@ Queued = tuple[str, "Event", Any]  # topic, event, the counter of its kind's dro
 
 
 class EventLog:
-    """Publishes a replica's events with one idempotent producer (acks=all).
+    """Publishes a replica's events with one producer (acks=all, retried; not idempotent).
 
     :meth:`publish_acked` (feedback) sends at once and returns when the broker acknowledged
     every event, within ``timeout_s`` whatever the broker does. :meth:`put` (prediction logs)

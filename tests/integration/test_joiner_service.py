@@ -1,6 +1,10 @@
-"""The joiner over a real broker: joins, DLQ, expiry, restart from its checkpoint."""
+"""The joiner over a real broker: joins, DLQ, expiry, restart from its checkpoint, and a
+broker paused past the producer's delivery timeout."""
 
 import json
+import os
+import signal
+import threading
 import time
 
 import pytest
@@ -187,3 +191,94 @@ def test_the_throttle_policy_holds_joining_back_while_the_learner_is_behind(make
     run_until(j, lambda: j.counts["joined"] == 4)
     assert metrics.join_throttled._value.get() == 0
     j.close()
+
+
+def labeled_ids(settings, wanted, timeout_s=60.0):
+    """Every id read from the labeled topic (with repeats), until ``wanted`` are all there."""
+    c = Consumer(settings, group_id=None)
+    c.assign([settings.topics.labeled])
+    ids, deadline = [], time.monotonic() + timeout_s
+    while not wanted <= set(ids) and time.monotonic() < deadline:
+        ids += [LabeledExample.model_validate_json(r.value).id for r in c.poll(0.5)]
+    c.close()
+    return ids
+
+
+def wait_for(predicate, what, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def saved(host):
+    """The offsets in the joiner's checkpoint file, if it has one yet."""
+    path = host.service.checkpoint_path if host.service is not None else None
+    return json.loads(path.read_text(encoding="utf-8"))["offsets"] if path and path.exists() else {}
+
+
+def test_pairs_whose_sends_failed_while_the_broker_was_paused_are_not_lost(make_settings, broker):
+    """The broker paused (SIGSTOP) just after the joiner read feedback: its sends expire (2 s
+    delivery timeout here), the step fails and is counted, the joiner goes back to its checkpoint
+    and commits nothing past the lost pairs; once the broker is back the same producer sends
+    again (it does not wait forever for a new producer id), so the joiner joins the pairs again
+    by itself, every pair reaches the labeled topic and its checkpoint moves past them.
+    In-process producer: only it takes a delivery timeout."""
+    from streaming.runtime import Backoff, ServiceHost
+
+    s = make_settings(join_producer_process=False, join_checkpoint_s=0.5)
+    t, pid = s.topics, broker._proc.pid
+    before, during = [f"before{i}" for i in range(20)], [f"during{i}" for i in range(30)]
+    p = Producer(s)
+    for id_ in before:
+        p.publish(t.texts, TextEvent(id=id_, text=f"text {id_}"))
+        p.publish(t.feedback, FeedbackEvent(id=id_, label="pos"))
+    p.flush()
+    armed, paused = threading.Event(), threading.Event()
+
+    def build(metrics):
+        j = JoinerService(
+            s,
+            metrics,
+            producer_overrides={"request_timeout_ms": 1000, "delivery_timeout_ms": 2000, "max_block_ms": 2000},
+        )
+        poll = j._consumer.poll
+
+        def poll_then_pause(timeout_s, max_records=None):
+            records = poll(timeout_s, max_records)
+            if armed.is_set() and not paused.is_set() and any(r.topic == t.feedback for r in records):
+                os.kill(pid, signal.SIGSTOP)  # the pairs of these records are sent to a paused broker
+                paused.set()
+            return records
+
+        j._consumer.poll = poll_then_pause
+        return j
+
+    host = ServiceHost(build, "joiner", JoinerMetrics, push_metrics=False, backoff=Backoff(0.2, 1.0))
+    try:
+        wait_for(lambda: saved(host).get(f"{t.feedback}:0") == 20, "the pairs before checkpointed")
+        for id_ in during:
+            p.publish(t.texts, TextEvent(id=id_, text=f"text {id_}"))
+        p.flush()
+        wait_for(lambda: saved(host).get(f"{t.texts}:0") == 50, "the texts checkpointed")
+        armed.set()
+        for id_ in during:
+            p.publish(t.feedback, FeedbackEvent(id=id_, label="neg"))
+        p.flush()
+        wait_for(lambda: host.errors >= 1, "the failed step")  # the sends expired while paused
+        offsets = saved(host)
+        time.sleep(1.0)  # a retry or two while the broker is still away
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        assert paused.is_set()
+        assert host.metrics.send_failed.labels(t.labeled)._value.get() >= 1
+        assert host.metrics.step_errors.labels("joiner")._value.get() >= 1
+        assert offsets[f"{t.feedback}:0"] == 20  # nothing checkpointed past the lost pairs
+        ids = labeled_ids(s, set(before) | set(during))
+        assert set(ids) == set(before) | set(during)  # none lost (some may be there twice)
+        wait_for(lambda: saved(host).get(f"{t.feedback}:0") == 50, "the checkpoint past the pairs")
+        wait_for(lambda: host.up and host.status()["pending"]["text"] == 0, "the joiner back up")
+    finally:
+        host.stop()
+    p.close()
