@@ -38,20 +38,28 @@ class Service(Protocol):
     def close(self) -> None: ...
 
 
+def backoff(failures: int, first: float = 0.5, most: float = 10.0) -> float:
+    """Seconds to wait after ``failures`` failures in a row: ``first``, doubling, at most ``most``.
+
+    >>> [backoff(n, 1.0, 5.0) for n in (1, 2, 3, 4)]
+    [1.0, 2.0, 4.0, 5.0]
+    """
+    return min(most, first * 2 ** max(0, failures - 1))
+
+
 class Backoff:
-    """Exponential delays between retries: ``first``, doubled after each failure up to ``most``;
-    back to ``first`` after a success."""
+    """Exponential delays between retries (:func:`backoff`), counted from the last success."""
 
     def __init__(self, first: float = 0.5, most: float = 10.0) -> None:
         self.first, self.most = first, most
-        self._next = first
+        self._failures = 0
 
     def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.most)
-        return delay
+        self._failures += 1
+        return backoff(self._failures, self.first, self.most)
 
     def reset(self) -> None:
-        self._next = self.first
+        self._failures = 0
 
 
 class MetricsPusher:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from services.serving._errors import NotReady
 from streaming.errors import RegistryError
+from streaming.runtime import backoff as retry_backoff
 
 if TYPE_CHECKING:
     from learners.model import Prediction, TextClassifier
@@ -31,13 +32,9 @@ RETRY_FIRST_S = 1.0  # a version that failed to load is tried again after this, 
 RETRY_MAX_S = 60.0  # ...up to this
 
 
-def backoff(failures: int, first_s: float = RETRY_FIRST_S, most_s: float = RETRY_MAX_S) -> float:
-    """Seconds to wait after ``failures`` failures in a row: ``first_s``, doubling, at most ``most_s``.
-
-    >>> [backoff(n, 1.0, 5.0) for n in (1, 2, 3, 4)]
-    [1.0, 2.0, 4.0, 5.0]
-    """
-    return min(most_s, first_s * 2 ** max(0, failures - 1))
+def backoff(failures: int) -> float:
+    """Seconds before a replica tries a version again after ``failures`` failed loads."""
+    return retry_backoff(failures, RETRY_FIRST_S, RETRY_MAX_S)
 
 
 @dataclass(frozen=True, slots=True)
