@@ -307,6 +307,7 @@ class ModelController:
         serving = self.registry.serving()
         if serving is not None:
             self.metrics.model_version.labels("serving").set(serving)
+        self.metrics.unreadable_versions.set(len(self.registry.unreadable))  # as of the last listing
 
     def status(self) -> dict[str, Any]:
         state = self.registry.serving_state()

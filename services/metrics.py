@@ -38,6 +38,11 @@ class ControllerMetrics(MetricGroup):
             ),
             ("backup", "versions"),
         )
+        self.unreadable_versions = Gauge(
+            "streamcl_registry_unreadable_versions",
+            "Versions left out of the registry's listing because their metadata cannot be read",
+            registry=r,
+        )
         self.shadow_version = Gauge(
             "streamcl_shadow_version", "Candidate version in shadow mode now (0: none)", registry=r
         )

@@ -63,6 +63,9 @@ class Registry(ABC):
 
     uri: str
     _pointer_warned: str | None = None  # the last pointer problem logged, so a poller logs it once
+    #: Versions whose ``meta.json`` could not be read at the last :meth:`versions` listing (they
+    #: are left out of it); exported by the controller, logged once per version.
+    unreadable: frozenset[int] = frozenset()
 
     # what a backend implements ----------------------------------------------------------------
     @abstractmethod
@@ -73,6 +76,14 @@ class Registry(ABC):
     @abstractmethod
     def versions(self) -> list[VersionMeta]:
         """Metadata of every version, oldest first (a version with corrupt metadata is left out)."""
+
+    def _listed(self, found: list[VersionMeta], unreadable: dict[int, str]) -> list[VersionMeta]:
+        """Finish a :meth:`versions` listing: remember (and log once) the unreadable versions."""
+        for version in sorted(set(unreadable) - self.unreadable):
+            why = unreadable[version]
+            log.error("%s: version %d is left out: its metadata cannot be read (%s)", self.uri, version, why)
+        self.unreadable = frozenset(unreadable)
+        return found
 
     @abstractmethod
     def meta(self, version: int) -> VersionMeta:

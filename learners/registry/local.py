@@ -67,14 +67,14 @@ class LocalRegistry(Registry):
         return full
 
     def versions(self) -> list[VersionMeta]:
-        out = []
+        out, unreadable = [], {}
         for p in sorted((self.root / "versions").iterdir()):
             if p.name.isdigit() and (p / META_FILE).exists():
                 try:
                     out.append(VersionMeta.parse((p / META_FILE).read_bytes(), int(p.name)))
-                except (OSError, RegistryError):
-                    continue  # a corrupt meta.json: the version is not listed
-        return out
+                except (OSError, RegistryError) as exc:  # a corrupt meta.json: the version is not listed
+                    unreadable[int(p.name)] = str(exc)
+        return self._listed(out, unreadable)
 
     def meta(self, version: int) -> VersionMeta:
         try:

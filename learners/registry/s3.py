@@ -211,7 +211,7 @@ class S3Registry(Registry):
             folder, _, name = item.get("Key", "")[len(base) :].partition("/")
             if folder.isdigit() and name == META_FILE:
                 metas[int(folder)] = (item["Key"], _etag(item["ETag"]))
-        out = []
+        out, unreadable = [], {}
         for version, (key, etag) in sorted(metas.items()):
             with self._lock:
                 cached = self._metas.get(key)
@@ -224,9 +224,9 @@ class S3Registry(Registry):
                     self._metas[key] = cached
             try:
                 out.append(VersionMeta.parse(cached[1], version))
-            except RegistryError:
-                continue  # a corrupt meta.json: the version is not listed
-        return out
+            except RegistryError as exc:  # a corrupt meta.json: the version is not listed
+                unreadable[version] = str(exc)
+        return self._listed(out, unreadable)
 
     def _read_meta(self, version: int) -> tuple[VersionMeta, str]:
         found = self._get(self._version_key(version, META_FILE), f"reading version {version}", version)

@@ -67,3 +67,19 @@ def test_a_lost_pointer_never_promotes_a_stored_candidate(make_settings, tmp_pat
         assert recovered("versions")._value.get() == 1
     finally:
         c.close()
+
+
+def test_unreadable_version_metadata_is_exported(make_settings, tmp_path):
+    s = make_settings()
+    reg = LocalRegistry(tmp_path / "registry")
+    reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status="promoted"))
+    reg.set_serving(1)
+    candidate(reg, 1)
+    (reg.root / "versions" / "000002" / "meta.json").write_text('{"version": 2, "status": ')
+    metrics = ControllerMetrics(CollectorRegistry())
+    c = ModelController(s, reg, metrics)
+    try:
+        assert metrics.unreadable_versions._value.get() == 1  # left out of the listing, but visible
+        assert reg.serving() == 1  # and never promoted
+    finally:
+        c.close()

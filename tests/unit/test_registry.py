@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,9 @@ def test_corrupt_metadata_is_refused_and_not_listed(tmp_path):
     with pytest.raises(RegistryError, match="corrupt metadata"):
         reg.meta(1)
     assert [m.version for m in reg.versions()] == [2]
+    assert reg.unreadable == {1}  # left out, but known: the controller exports it
+    (tmp_path / "versions" / "000001" / "meta.json").write_text(json.dumps(reg.meta(2).to_json() | {"version": 1}))
+    assert [m.version for m in reg.versions()] == [1, 2] and reg.unreadable == frozenset()
 
 
 _WRITER = """
