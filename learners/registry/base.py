@@ -153,14 +153,18 @@ class Registry(ABC):
         with self._exclusive():
             read = self.read_serving()
             if read.problem is not None and read.state.version is not None:
-                self._write_serving_state(read.state)
+                self._change_serving(lambda current: current)  # the recovered state, written back
             return read
 
-    def _write_serving_state(self, state: ServingState) -> None:
-        """The copy first: a crash in between leaves the older pointer whole in ``serving.json``."""
+    def _change_serving(self, change: Callable[[ServingState], ServingState]) -> ServingState:
+        """Write ``change(the serving state)`` as one step against other writers (a backend
+        with conditional writes overrides this with a compare-and-swap). The copy is written
+        first: a crash in between leaves the older pointer whole in ``serving.json``."""
         with self._exclusive():
+            state = change(self.serving_state())
             self._write_pointer(SERVING_BACKUP, state.to_json())
             self._write_pointer(SERVING_FILE, state.to_json())
+            return state
 
     def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
         """Replace a pointer file with ``change(its bytes)`` as one step against other writers
@@ -205,8 +209,8 @@ class Registry(ABC):
         """Point the endpoint at ``version`` (which must exist); the previous one joins the
         history. ``pinned``/``floor`` change those fields when given (the floor never drops)."""
         self.meta(version)  # must exist
-        with self._exclusive():
-            state = self.serving_state()
+
+        def point(state: ServingState) -> ServingState:
             history = [v for v in state.history if v != version]
             if state.version is not None and state.version != version:
                 history.append(state.version)
@@ -215,19 +219,19 @@ class Registry(ABC):
                 changes["pinned"] = pinned
             if floor is not None:
                 changes["floor"] = max(floor, state.floor)
-            state = state.model_copy(update=changes)
-            self._write_serving_state(state)
-            return state
+            return state.model_copy(update=changes)
+
+        return self._change_serving(point)
 
     def set_pinned(self, pinned: bool) -> ServingState:
         """Pin (or unpin) the serving version: a pinned one is not replaced automatically."""
-        with self._exclusive():
-            state = self.serving_state()
+
+        def pin(state: ServingState) -> ServingState:
             if state.version is None:
                 raise RegistryError("nothing is serving yet")
-            state = state.model_copy(update={"pinned": pinned})
-            self._write_serving_state(state)
-            return state
+            return state.model_copy(update={"pinned": pinned})
+
+        return self._change_serving(pin)
 
     def latest(self) -> VersionMeta | None:
         """Newest version whose files are still there."""

@@ -27,9 +27,10 @@ import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from learners.registry._meta import NewVersion, VersionMeta, WriteFiles
+from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._pointer import SERVING_BACKUP, decode_pointer
 from learners.registry._s3errors import MISSING, TAKEN, code, s3_errors
-from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, Registry, sha256
+from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
@@ -346,6 +347,20 @@ class S3Registry(Registry):
 
     def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
         self._put_json(self._key(name), payload, f"writing {name}")
+
+    def _change_serving(self, change: Callable[[ServingState], ServingState]) -> ServingState:
+        """Compare-and-swap on ``serving.json``'s ETag: a concurrent writer's change is read
+        and ``change`` decided again on it (never written back over it)."""
+        key = self._key(SERVING_FILE)
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(key, f"reading {SERVING_FILE}")
+            current = decode_pointer(found[0]) if found is not None else None
+            state = change(current if current is not None else self.read_serving().state)
+            self._put_json(self._key(SERVING_BACKUP), state.to_json(), f"writing {SERVING_BACKUP}")
+            condition = {"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}
+            if self._put_json(key, state.to_json(), f"writing {SERVING_FILE}", None, **condition):
+                return state
+        raise RegistryError(f"{self.uri}: {SERVING_FILE} kept changing during the update")
 
     def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
         key = self._key(name)

@@ -264,3 +264,22 @@ def test_lease_and_lost_pointer_on_s3(make: Callable[..., S3Registry]) -> None:
     read = other.read_serving()
     assert (read.problem, read.source, read.state.version, read.state.pinned) == ("corrupt", "backup", 2, True)
     assert other.repair_serving().problem == "corrupt" and reg.read_serving().problem is None
+
+
+def test_pointer_updates_are_compare_and_swap(make: Callable[..., S3Registry]) -> None:
+    controller, operator = make(), make()
+    for parent in (None, 1, 2):
+        controller.create(write(b"w"), NewVersion(parent=parent))
+    controller.set_serving(1)
+    seen: list[ServingState] = []
+
+    def promote(state: ServingState) -> ServingState:
+        seen.append(state)
+        if len(seen) == 1:
+            operator.set_pinned(True)  # another process changes the pointer between the read and the write
+        return state.model_copy(update={"version": 2, "history": [*state.history, 1]})
+
+    state = controller._change_serving(promote)
+    assert len(seen) == 2 and not seen[0].pinned and seen[1].pinned  # decided again on what the other wrote
+    assert state.version == 2 and state.pinned  # the operator's pin is not written over
+    assert operator.serving_state() == state and operator.read_serving().problem is None
