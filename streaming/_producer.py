@@ -5,7 +5,9 @@ through :mod:`streaming.kafka`."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from streaming.settings import StreamSettings
 
 if TYPE_CHECKING:
     from streaming.metrics import MetricGroup
+
+log = logging.getLogger(__name__)
 
 
 class SendFailed(BrokerError):
@@ -123,13 +127,14 @@ class Producer:
 
 
 def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> None:
-    """Child side of :class:`ProcessProducer`: send what arrives, report errors on flush."""
+    """Child side of :class:`ProcessProducer`: send what arrives; answer each numbered flush
+    with its number, so that a late answer is never taken for a later flush's."""
     try:
         producer = Producer(settings, client_id=client_id)
     except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", 0, f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ok", None))
+    conn.send(("ok", 0, None))
     unqueued: dict[str, int] = {}
     try:
         while True:
@@ -146,11 +151,12 @@ def _producer_process(conn: Any, settings: StreamSettings, client_id: str) -> No
             elif kind == "flush":
                 try:
                     producer.flush()
-                    conn.send(("failed", (unqueued, "not queued")) if unqueued else ("ok", None))
+                    conn.send(("failed", payload, (unqueued, "not queued")) if unqueued else ("ok", payload, None))
                 except SendFailed as exc:
-                    conn.send(("failed", ({t: n + unqueued.get(t, 0) for t, n in exc.failed.items()}, str(exc))))
+                    failed = {t: n + unqueued.get(t, 0) for t, n in exc.failed.items()}
+                    conn.send(("failed", payload, (failed, str(exc))))
                 except BrokerError as exc:
-                    conn.send(("error", str(exc)))
+                    conn.send(("error", payload, str(exc)))
                 unqueued = {}
             elif kind == "close":
                 return
@@ -163,7 +169,8 @@ class ProcessProducer:
     core of its own while this process consumes. Messages are shipped in batches (one pipe
     write per :meth:`ship`, or every ``batch`` messages); :meth:`flush` returns once the child
     has flushed everything shipped, and raises if any send failed (:class:`SendFailed`, each
-    failure also counted in ``metrics.send_failed{topic}``)."""
+    failure also counted in ``metrics.send_failed{topic}``). A child that died is replaced on
+    the next call, and the flush after it raises :class:`SendFailed` (what it held is lost)."""
 
     def __init__(
         self,
@@ -172,36 +179,65 @@ class ProcessProducer:
         batch: int = 2000,
         metrics: MetricGroup | None = None,
     ) -> None:
+        self._settings, self._client_id = settings, client_id
+        self._bootstrap = settings.bootstrap
+        self._batch = batch
+        self._buffer: list[tuple[str, bytes | None, bytes]] = []
+        self._metrics = metrics
+        self._seq = 0  # the number of the last flush asked for
+        self._lost: dict[str, int] = {}  # shipped to a child that died before its flush answered
+        self._shipped: dict[str, int] = {}  # shipped since the last flush, by topic
+        self._start_child()
+
+    def _start_child(self) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_producer_process, args=(child, settings, client_id), name=f"{client_id}-producer", daemon=True
+            target=_producer_process,
+            args=(child, self._settings, self._client_id),
+            name=f"{self._client_id}-producer",
+            daemon=True,
         )
         self._proc.start()
         child.close()
-        self._batch = batch
-        self._buffer: list[tuple[str, bytes | None, bytes]] = []
-        self._metrics = metrics
-        self._expect_ok("start", 60.0, settings.bootstrap)
-        self._bootstrap = settings.bootstrap
+        self._expect(0, "start", 60.0)
 
-    def _expect_ok(self, what: str, timeout_s: float, bootstrap: str | None = None) -> None:
-        if not self._conn.poll(timeout_s):
-            raise BrokerError(f"producer process did not {what} in {timeout_s}s", bootstrap)
-        try:
-            status, detail = self._conn.recv()
-        except EOFError:
-            raise BrokerError(f"producer process died during {what}", bootstrap) from None
+    def _replace_dead_child(self) -> None:
+        """A child that died takes what it was shipped since the last flush with it."""
+        if self._proc.is_alive():
+            return
+        log.error("the producer process died (exit code %s): starting a new one", self._proc.exitcode)
+        for topic, n in self._shipped.items():
+            self._lost[topic] = self._lost.get(topic, 0) + n
+        self._shipped = {}
+        self._conn.close()
+        self._start_child()
+
+    def _expect(self, seq: int, what: str, timeout_s: float) -> None:
+        """Wait for the answer numbered ``seq`` (earlier answers, late ones, are dropped)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                raise BrokerError(f"producer process did not {what} in {timeout_s}s", self._bootstrap)
+            try:
+                status, number, detail = self._conn.recv()
+            except EOFError:
+                raise BrokerError(f"producer process died during {what}", self._bootstrap) from None
+            if number == seq:
+                break
         if status == "failed":
             failed, first = detail
-            for topic, n in failed.items():
-                if self._metrics is not None:
-                    self._metrics.send_failed.labels(topic).inc(n)
-            raise SendFailed(failed, f"producer process {what} failed: {first}", bootstrap)
+            self._count(failed)
+            raise SendFailed(failed, f"producer process {what} failed: {first}", self._bootstrap)
         if status != "ok":
-            raise BrokerError(f"producer process {what} failed: {detail}", bootstrap)
+            raise BrokerError(f"producer process {what} failed: {detail}", self._bootstrap)
+
+    def _count(self, failed: Mapping[str, int]) -> None:
+        if self._metrics is not None:
+            for topic, n in failed.items():
+                self._metrics.send_failed.labels(topic).inc(n)
 
     def send(self, topic: str, value: bytes, key: str | bytes | None = None) -> None:
         if isinstance(key, str):
@@ -215,14 +251,31 @@ class ProcessProducer:
 
     def ship(self) -> None:
         """Hand the buffered messages to the child (blocks while the pipe is full: backpressure)."""
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
+        if not self._buffer:
+            return
+        self._replace_dead_child()
+        batch, self._buffer = self._buffer, []
+        for topic, _, _ in batch:
+            self._shipped[topic] = self._shipped.get(topic, 0) + 1
+        try:
             self._conn.send(("send", batch))
+        except OSError:  # the child died while we wrote: its messages go with it
+            self._replace_dead_child()
 
     def flush(self, timeout_s: float | None = None) -> None:
         self.ship()
-        self._conn.send(("flush", None))
-        self._expect_ok("flush", timeout_s or 300.0, self._bootstrap)
+        self._replace_dead_child()
+        if self._lost:
+            lost, self._lost = self._lost, {}
+            self._count(lost)
+            raise SendFailed(lost, "the producer process died before they were acknowledged", self._bootstrap)
+        self._seq += 1
+        try:
+            self._conn.send(("flush", self._seq))
+        except OSError:  # the child died: the next call replaces it and reports what it held
+            raise BrokerError("producer process died before the flush", self._bootstrap) from None
+        self._expect(self._seq, "flush", timeout_s or 300.0)
+        self._shipped = {}  # acknowledged
 
     def close(self, timeout_s: float = 10.0) -> None:
         try:
