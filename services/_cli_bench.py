@@ -10,47 +10,58 @@ from pathlib import Path
 from typing import Any
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """The offline continual-learning benchmark (learners/bench.py); input errors exit 2."""
-    from learners.bench import check_strategies, format_table, plot, run_bench
+def _bench_input(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """(rows, source) of the command; ValueError with the message for bad arguments or input."""
+    from learners.bench import check_strategies
     from streaming.datasets import SCENARIOS, load_rows, scenario_rows
-
-    def bad(message: str) -> int:
-        print(f"streamcl: bench: {message}", file=sys.stderr)
-        return 2
 
     for flag, value in (
         ("--train-per-domain", args.train_per_domain),
         ("--test-per-domain", args.test_per_domain),
         ("--eval-every", args.eval_every),
+        ("--seeds", args.seeds),
     ):
         if value is not None and value < 1:
-            return bad(f"{flag} must be at least 1, got {value}")
-    try:
-        check_strategies(args.strategy)
-    except ValueError as exc:
-        return bad(str(exc))
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    check_strategies(args.strategy)
     if args.scenario is not None:
         if args.scenario not in SCENARIOS:
-            return bad(f"unknown scenario {args.scenario!r}; valid: {', '.join(sorted(SCENARIOS))}")
-        source: dict[str, Any] = {"scenario": args.scenario, "data": None}
-    else:
-        if not Path(args.data).is_file():
-            return bad(f"no such file: {args.data}")
-        source = {"scenario": None, "data": str(Path(args.data).resolve())}
+            raise ValueError(f"unknown scenario {args.scenario!r}; valid: {', '.join(sorted(SCENARIOS))}")
+        return scenario_rows(args.scenario), {"scenario": args.scenario, "data": None}
+    if not Path(args.data).is_file():
+        raise ValueError(f"no such file: {args.data}")
     try:
-        rows = scenario_rows(args.scenario) if args.scenario is not None else load_rows(args.data)
+        rows = load_rows(args.data)
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
+    if not rows:
+        raise ValueError(f"{args.data}: no rows (the file is empty); each line needs a text and a label")
+    return rows, {"scenario": None, "data": str(Path(args.data).resolve())}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The offline continual-learning benchmark (learners/bench.py); input errors exit 2."""
+    from learners.bench import format_table, plot, run_bench, run_seeds
+
+    def bad(message: str) -> int:
+        print(f"streamcl: bench: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        rows, source = _bench_input(args)
     except (OSError, ValueError) as exc:
         return bad(str(exc))
     try:
-        result = run_bench(
-            rows,
-            args.strategy,
+        result = run_seeds(
+            run_bench,
+            args.seeds,
+            args.seed,
+            rows=rows,
+            strategies=args.strategy,
             baselines=args.baselines,
             order=args.order,
             train_per_domain=args.train_per_domain,
             test_per_domain=args.test_per_domain,
-            seed=args.seed,
             eval_every=args.eval_every,
             source=source,
             progress=True,
@@ -62,9 +73,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     if args.plot is not None:
-        plot(result, args.plot)
+        plot(result["runs"][0] if "runs" in result else result, args.plot)  # over seeds: the first seed's curves
     print(format_table(result))
-    print(f"bench: {result['stream_length']} training examples, {result['seconds']:.0f}s; wrote {args.out}", end="")
+    seeds = f" x {args.seeds} seeds" if args.seeds > 1 else ""
+    length, seconds = result["stream_length"], result["seconds"]
+    print(f"bench: {length} training examples{seeds}, {seconds:.0f}s; wrote {args.out}", end="")
     print(f" and {args.plot}" if args.plot is not None else "")
     return 1 if any("error" in r for r in result["results"].values()) else 0
 
@@ -94,6 +107,13 @@ def add_bench(sub: Any) -> None:
     bn.add_argument("--test-per-domain", type=int, metavar="N", help="at most N test rows per domain (default: 1/5)")
     bn.add_argument("--eval-every", type=int, metavar="K", help="also score the test sets every K examples")
     bn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffles and learners")
+    bn.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run seeds SEED .. SEED+N-1 and report each figure's mean and spread (std, min, max)",
+    )
     bn.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the results")
     bn.add_argument("--plot", type=Path, metavar="RESULT.png", help="also plot per-domain accuracy over the stream")
     bn.set_defaults(func=cmd_bench)

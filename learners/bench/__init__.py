@@ -19,10 +19,15 @@ Each strategy runs in its own spawned process: ``peak_rss_mb`` is that strategy'
 is reported in its result instead of ending the benchmark. Names that resolve to the same run
 (``default`` and the strategy it stands for; ``naive`` asked for and the ``naive`` baseline) are
 run once and reported under every name.
+
+``--seeds N`` runs the whole benchmark for seeds seed … seed + N − 1 and reports each figure's
+mean with its spread (std, min, max, values); gap closure over seeds is computed from the mean
+accuracies. One seed keeps the single-run result unchanged.
 """
 
 from learners.bench._report import format_table, plot
 from learners.bench._run import BASELINES, check_strategies, resolve_strategy, run_bench, run_strategy
+from learners.bench._seeds import aggregate, run_seeds, spread
 from learners.bench._stream import (
     DEFAULT_DOMAIN,
     ORDERS,
@@ -38,6 +43,7 @@ __all__ = [
     "BASELINES",
     "DEFAULT_DOMAIN",
     "ORDERS",
+    "aggregate",
     "backward_transfer",
     "boundaries",
     "check_strategies",
@@ -48,6 +54,8 @@ __all__ = [
     "plot",
     "resolve_strategy",
     "run_bench",
+    "run_seeds",
     "run_strategy",
     "split",
+    "spread",
 ]

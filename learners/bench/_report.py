@@ -12,26 +12,39 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, float | int) else "-"
 
 
+#: The table's columns: (header, result key, format, width).
+_COLUMNS = (
+    ("final_acc", "final_avg_accuracy", ".3f", 9),
+    ("forgetting", "forgetting", ".3f", 10),
+    ("bwt", "backward_transfer", ".3f", 7),
+    ("prequential", "prequential_accuracy", ".3f", 11),
+    ("ex/s", "examples_per_second", ".1f", 8),
+    ("gap_closure", "gap_closure", ".3f", 11),
+)
+
+
+def _cell(result: Mapping[str, Any], key: str, spec: str) -> str:
+    """A figure, with ``±std`` when the result is a mean over seeds."""
+    text = _fmt(result.get(key), spec)
+    std = result.get("spread", {}).get(key, {}).get("std")
+    return f"{text}±{std:{spec}}" if text != "-" and isinstance(std, float | int) else text
+
+
 def format_table(bench: Mapping[str, Any]) -> str:
-    """A short text table of the headline figures per strategy."""
-    head = (
-        f"{'strategy':<16} {'final_acc':>9} {'forgetting':>10} {'bwt':>7} {'prequential':>11} {'ex/s':>8} "
-        f"{'gap_closure':>11}"
-    )
+    """A short text table of the headline figures per strategy (mean ± std over seeds when
+    ``--seeds`` ran more than one)."""
+    over_seeds = any("spread" in r for r in bench["results"].values())
+    widths = [width + (7 if over_seeds else 0) for _, _, _, width in _COLUMNS]
+    head = f"{'strategy':<16} " + " ".join(f"{h:>{w}}" for (h, _, _, _), w in zip(_COLUMNS, widths))
     lines = [head, "-" * len(head)]
     for name, r in bench["results"].items():
         if "error" in r:
             lines.append(f"{name:<16} error: {r['error']}")
             continue
-        figures = [
-            (r.get("final_avg_accuracy"), ".3f", 9),
-            (r.get("forgetting"), ".3f", 10),
-            (r.get("backward_transfer"), ".3f", 7),
-            (r.get("prequential_accuracy"), ".3f", 11),
-            (r.get("examples_per_second"), ".1f", 8),
-            (r.get("gap_closure"), ".3f", 11),
-        ]
-        lines.append(f"{name:<16} " + " ".join(f"{_fmt(v, spec):>{width}}" for v, spec, width in figures))
+        cells = [_cell(r, key, spec) for _, key, spec, _ in _COLUMNS]
+        lines.append(f"{name:<16} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    if "seeds" in bench.get("settings", {}):
+        lines.append(f"seeds: {bench['settings']['seeds']}; gap closure from the mean accuracies")
     lines += [f"note: {note}" for note in bench.get("notes", [])]
     return "\n".join(lines)
 

@@ -194,6 +194,15 @@ def _compare(results: dict[str, dict[str, Any]], baselines: bool) -> list[str]:
     return notes
 
 
+def _untrained_note(stream: Sequence[Row], tests: Mapping[str, Sequence[Row]]) -> list[str]:
+    """A note naming the labels that only the test sets have (they count as errors)."""
+    untrained = sorted({r.label for rows in tests.values() for r in rows} - {r.label for r in stream})
+    if not untrained:
+        return []
+    shown = ", ".join(map(repr, untrained[:10])) + (f" and {len(untrained) - 10} more" if len(untrained) > 10 else "")
+    return [f"{len(untrained)} label(s) only in the test sets, never trained on, count as errors: {shown}"]
+
+
 def run_bench(
     rows: Sequence[Row],
     strategies: Sequence[str],
@@ -220,7 +229,7 @@ def run_bench(
     started = time.perf_counter()
     rest = (tests, domains, bounds, seed, eval_every, progress)
     results = _run_plan(_plan(names, baselines), {False: stream, True: iid_stream}, rest, runner)
-    notes = _compare(results, baselines)
+    notes = _compare(results, baselines) + _untrained_note(stream, tests)
     return {
         "settings": {
             **dict(source or {}),

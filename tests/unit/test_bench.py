@@ -333,3 +333,56 @@ def test_small_real_run_writes_every_figure_and_the_plot(capsys, tmp_path, tiny_
         assert r["backward_transfer"] == pytest.approx(bench.backward_transfer(matrix))
         assert r["train_examples"] == 24 and r["resolved"] == "naive"
     assert result["results"]["naive"]["gap_closure"] in (0.0, None)
+
+
+# --------------------------------------------------------------------------- bad input (issue 13)
+
+
+def test_one_domain_gives_figures_without_forgetting():
+    rows = _rows({"only": 10})
+    stream, tests, domains = bench.split(rows, "domain", 5, 2, seed=0)
+    out = bench.evaluate_stream(_Memorizer(guess=None), stream, tests, domains, [len(stream)], batch_size=4)
+    assert out["forgetting"] is None and out["backward_transfer"] is None
+    assert len(out["accuracy_matrix"]) == 1 and out["final_avg_accuracy"] == 0.0  # tests never trained on
+    table = bench.format_table({"results": {"naive": out}, "notes": []})
+    assert table.splitlines()[-1].split()[:3] == ["naive", "0.000", "-"]
+
+
+def test_a_domain_with_a_single_label_and_one_character_texts():
+    rows = [Row(c, "x", "a") for c in "abcdefgh"] + [Row(c, "xy"[i % 2], "b") for i, c in enumerate("ijklmnop")]
+    stream, tests, domains = bench.split(rows, "domain", None, None, seed=0)
+    assert {r.label for r in stream if r.domain == "a"} == {"x"}
+    out = bench.evaluate_stream(_Memorizer(guess="x"), stream, tests, domains, bench.boundaries(stream, domains), 4)
+    assert out["accuracy_matrix"][0][0] == 1.0  # the single label is right everywhere in domain a
+    assert 0.0 <= out["final_avg_accuracy"] <= 1.0
+
+
+def test_a_label_only_in_the_test_split_is_noted_and_counts_as_an_error():
+    rows = [*_rows({"a": 10, "b": 8}), Row("rare 0", "rare", "b"), Row("rare 1", "rare", "b")]
+
+    def rare_only_in_tests(seed: int) -> bool:
+        stream, tests, _ = bench.split(rows, "domain", None, None, seed=seed)
+        return "rare" not in {r.label for r in stream} and "rare" in {r.label for t in tests.values() for r in t}
+
+    seed = next(s for s in range(200) if rare_only_in_tests(s))
+    (note,) = bench.run_bench(rows, ["naive"], seed=seed, runner=naive_everywhere)["notes"]
+    assert note == "1 label(s) only in the test sets, never trained on, count as errors: 'rare'"
+    trained = next(s for s in range(200) if not rare_only_in_tests(s))
+    assert bench.run_bench(rows, ["naive"], seed=trained, runner=naive_everywhere)["notes"] == []
+
+
+def test_hundreds_of_labels_give_a_correct_figure():
+    labels = tuple(f"c{i}" for i in range(300))
+    stream = [Row(f"t{i}", labels[i % 300], "ab"[i // 300]) for i in range(600)]
+    tests = {d: [r for r in stream if r.domain == d][:50] for d in "ab"}
+    out = bench.evaluate_stream(_Memorizer(guess=None), stream, tests, ["a", "b"], [300, 600], batch_size=16)
+    assert out["accuracy_matrix"] == [[1.0, 0.0], [1.0, 1.0]] and len(out["labels_trained"]) == 300
+    assert out["forgetting"] == 0.0
+
+
+def test_an_empty_or_blank_file_exits_2_with_one_line(capsys, tmp_path):
+    for text in ("", "\n\n"):
+        path = tmp_path / "empty.jsonl"
+        path.write_text(text)
+        err = _bad(capsys, ["--data", str(path), "--strategy", "naive", "--out", str(tmp_path / "r.json")])
+        assert "no rows (the file is empty)" in err
