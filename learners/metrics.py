@@ -32,6 +32,11 @@ class LearnerMetrics(MetricGroup):
             "Labeled examples consumed but not trained on because the learner was too far behind (sample policy)",
             registry=r,
         )
+        self.duplicates = Counter(
+            "streamcl_learner_duplicates",
+            "Labeled examples read again whose id the lineage already took: not trained again (the first wins)",
+            registry=r,
+        )
         self.labels_known = Gauge("streamcl_model_labels", "Labels the newest model knows", registry=r)
         self.versions_written = Counter("streamcl_model_versions_written", "Model versions written", registry=r)
         self.checkpoint_fallbacks = Counter(

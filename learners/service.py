@@ -7,6 +7,11 @@ The loop reads consume -> train -> version; drift adaptation is a
 :class:`~learners.versioning.Versioner`. One learner writes a model's versions: it holds the
 registry's lease (:class:`~learners.registry.LeaseError` for a second one at start), renews it
 as it runs, and writes no version once another learner took it over.
+
+Exactly once into training: the offsets a version covers are in the version, so a restarted
+learner reads on from there; and an id the lineage already took (a joiner restarted, feedback
+sent twice) is not trained again but listed as ``duplicate`` (:mod:`learners.dedupe`): the
+first of an id wins.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from learners.adaptation import DriftAdapter
 from learners.base import Example
+from learners.dedupe import seen_at
 from learners.evaluation import Holdout
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier, set_threads
@@ -29,6 +35,7 @@ from streaming.accuracy import RollingAccuracy
 from streaming.deadletter import decode_or_dead_letter
 from streaming.errors import RegistryError
 from streaming.events import LabeledExample, ModelEvent
+from streaming.failpoints import failpoint
 from streaming.kafka import Consumer, Producer, offset_key
 from streaming.runtime import report_detection
 from streaming.settings import StreamSettings
@@ -66,8 +73,16 @@ class LearnerService:
         self.prequential = RollingAccuracy(settings.prequential_window)
         self.trained_total = base.metrics.examples_trained
         self._producer = Producer(stream, client_id="streamcl-learner", metrics=metrics)
+        if base.status == "candidate" and base.parent is not None:
+            # its ModelEvent may have died with the learner that wrote it (the controller ignores
+            # a candidate it already decided); sent with the next version's flush
+            self._announce(base)
         self._consumer = Consumer(stream, group_id=stream.group("learner"), client_id="streamcl-learner")
         self._offsets = self._consumer.assign([self.topics.labeled], base.offsets)
+        if any(self._offsets.get(k, v) < v for k, v in base.offsets.items()):
+            # the checkpoint is past the topic's end: a new, empty broker, whose stream starts over
+            log.warning("the labeled topic starts over (a new broker): the window of taken ids starts empty")
+            self._seen.clear()
         drift_events: Consumer | None = None
         if set(settings.drift_act_on) - {"concept"}:
             drift_events = Consumer(stream, group_id=stream.group("learner-drift"), client_id="streamcl-learner")
@@ -75,7 +90,7 @@ class LearnerService:
             drift_events.assign([self.topics.drift], from_end=True)
         self.drift = DriftAdapter(settings, self.learner, metrics, self._snapshot, drift_events, stream.max_text_chars)
         self.versions = Versioner(
-            self.registry, settings, metrics, self.model, self.learner, self.holdout, self.prequential
+            self.registry, settings, metrics, self.model, self.learner, self.holdout, self.prequential, self._seen
         )
         self._last_lag = 0.0
         self._lag = 0
@@ -84,9 +99,9 @@ class LearnerService:
         log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
 
     def _resume(self) -> VersionMeta:
-        """Load the newest version that loads whole (weights, learner state, held-out samples)
-        and return its metadata; a corrupt or partial one is skipped, loudly, for the one
-        before it, and the new lineage continues from there."""
+        """Load the newest version that loads whole (weights, learner state, held-out samples,
+        the ids it took) and return its metadata; a corrupt or partial one is skipped, loudly,
+        for the one before it, and the new lineage continues from there."""
         s = self.settings
         for meta in reversed(self.registry.versions()):
             if meta.pruned:
@@ -98,6 +113,7 @@ class LearnerService:
                 learner.load_state(folder)
                 holdout = Holdout(s.eval_holdout_every, s.eval_per_domain, s.eval_recent)
                 holdout.load(folder)
+                seen = seen_at(self.registry, meta, folder, s.dedupe_window)
             except Exception as exc:  # checksum, truncated safetensors, bad JSON: all mean "do not resume here"
                 log.error(
                     "CANNOT RESUME from version %s (%s: %s): falling back to the version before it",
@@ -107,7 +123,7 @@ class LearnerService:
                 )
                 self.metrics.checkpoint_fallbacks.inc()
                 continue
-            self.model, self.learner, self.holdout = model, learner, holdout
+            self.model, self.learner, self.holdout, self._seen = model, learner, holdout, seen
             return meta
         raise RegistryError(f"{self.registry.uri}: no version can be resumed (every one is pruned or corrupt)")
 
@@ -155,6 +171,7 @@ class LearnerService:
             else:
                 skipped.append(f"{rec.topic}:{rec.partition}:{rec.offset}")
             offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
+        batch, duplicates = self._split_duplicates(batch)
         batch, dropped = self._sample_backlog(batch)
         try:
             if batch:
@@ -166,6 +183,7 @@ class LearnerService:
             raise
         self._offsets.update(offsets)
         self.versions.consumed("skipped", skipped)
+        self._refuse(duplicates)
         if dropped:
             self.versions.consumed("backlog_skipped", dropped)
             self.metrics.backlog_skipped.inc(len(dropped))
@@ -174,8 +192,24 @@ class LearnerService:
             self.write_version()
         return len(records)
 
+    def _split_duplicates(self, labeled: list[LabeledExample]) -> tuple[list[LabeledExample], list[str]]:
+        """The examples whose id the lineage has not taken (the first of an id in ``labeled``
+        too), and the ids of the others."""
+        first = self.versions.seen.first_seen([ev.id for ev in labeled])
+        return [ev for ev, ok in zip(labeled, first) if ok], [ev.id for ev, ok in zip(labeled, first) if not ok]
+
+    def _refuse(self, duplicates: list[str]) -> None:
+        """Record ids read again and not trained again (once their batch is consumed)."""
+        if duplicates:
+            self.versions.consumed("duplicate", duplicates)
+            self.metrics.duplicates.inc(len(duplicates))
+            log.info("%d labeled examples read again were not trained again: %s", len(duplicates), duplicates[:5])
+
     def train(self, labeled: list[LabeledExample]) -> None:
+        """Predict-then-train on the examples whose id the lineage has not taken yet; ids it
+        took (trained, held out or skipped by the backlog policy) are listed as ``duplicate``."""
         m = self.metrics
+        labeled, duplicates = self._split_duplicates(labeled)
         batch: list[Example] = []
         trained_ids: list[str] = []
         held_ids: list[str] = []
@@ -194,6 +228,7 @@ class LearnerService:
             m.held_out.inc(len(held_ids))
         self.versions.consumed("held_out", held_ids)
         self.versions.consumed("trained", trained_ids)
+        self._refuse(duplicates)
         if not batch:
             return
         for ex, pred in zip(batch, preds):
@@ -219,22 +254,28 @@ class LearnerService:
         learner holds the lease)."""
         self._renew_lease(now=True)
         meta = self.versions.write(self.parent, self._offsets, self.trained_total, note)
-        event = ModelEvent(
-            model=self.settings.model_name,
-            version=meta.version,
-            status="candidate",
-            parent=self.parent,
-            metrics=meta.metrics.to_json(),
-            uri=meta.uri,
-        )
-        self._producer.publish(self.topics.models, event, key=self.settings.model_name)
+        failpoint("learner.after_registry_write")
+        self._announce(meta)
         self._producer.flush()
+        failpoint("learner.after_model_event")
         self._consumer.commit(self._offsets)
         self.metrics.versions_written.inc()
         self.parent = meta.version
         self.versions.committed(meta)
         log.info("wrote version %d (%d examples trained)", meta.version, self.trained_total)
         return meta
+
+    def _announce(self, meta: VersionMeta) -> None:
+        """Publish the ModelEvent of a new candidate version (acknowledged at the next flush)."""
+        event = ModelEvent(
+            model=self.settings.model_name,
+            version=meta.version,
+            status="candidate",
+            parent=meta.parent,
+            metrics=meta.metrics.to_json(),
+            uri=meta.uri,
+        )
+        self._producer.publish(self.topics.models, event, key=self.settings.model_name)
 
     def _snapshot(self, note: str) -> bool:
         """Write a version now when anything was trained since the last one (drift's snapshot)."""

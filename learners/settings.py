@@ -67,6 +67,12 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, _Model):
     version_every_n: int = Field(200, ge=1, description="write a version after this many new examples")
     version_every_s: float = Field(60.0, gt=0, description="or after this many seconds, if it trained")
     keep_versions: int = Field(10, ge=2, description="versions whose weights are kept (besides serving)")
+    dedupe_window: int = Field(
+        1_000_000,
+        ge=0,
+        description="ids of labeled examples remembered as taken, so one read again is not trained twice "
+        "(8 bytes each, saved in every version; an id older than the window is trained again; 0: none)",
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the learner process")
     prequential_window: int = Field(500, ge=10, description="examples in the prequential accuracy window")
     seed: int = Field(0, description="random seed of the learner")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from learners.base import Learner
+from learners.dedupe import TAKEN, SeenIds
 from learners.evaluation import Evaluation, Holdout
 from learners.metrics import LearnerMetrics
 from learners.registry import LINEAGE_FILE, NewVersion, Registry, VersionMeta, VersionMetrics
@@ -33,13 +34,13 @@ STATE_CHECKPOINTS = 2
 #: Earlier serving versions (besides the serving one) whose weights pruning keeps for rollback.
 ROLLBACK_KEEP = 5
 
-LineageList = Literal["trained", "held_out", "skipped", "backlog_skipped"]
+LineageList = Literal["trained", "held_out", "skipped", "backlog_skipped", "duplicate"]
 
 
 def fresh_lineage() -> dict[str, list[str]]:
-    """Ids trained on, ids held out for evaluation, where the undecodable records were, and
-    ids left out by the backlog policy."""
-    return {"trained": [], "held_out": [], "skipped": [], "backlog_skipped": []}
+    """Ids trained on, ids held out for evaluation, where the undecodable records were, ids
+    left out by the backlog policy, and ids read again after the lineage took them (refused)."""
+    return {"trained": [], "held_out": [], "skipped": [], "backlog_skipped": [], "duplicate": []}
 
 
 def bootstrap_registry(registry: Registry, settings: LearnerSettings) -> VersionMeta:
@@ -80,19 +81,25 @@ class Versioner:
         learner: Learner,
         holdout: Holdout,
         prequential: RollingAccuracy,
+        seen: SeenIds | None = None,
     ) -> None:
+        """``seen``: the ids the lineage took up to the parent version (none: an empty window)."""
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
         self.model, self.learner, self.holdout, self.prequential = model, learner, holdout, prequential
         self.lineage = fresh_lineage()  # what this lineage consumed since the parent version
+        self.seen = seen if seen is not None else SeenIds(settings.dedupe_window)  # ids taken, saved in each version
         self.since = 0  # examples trained since the last version
         self._last = time.monotonic()
 
     def consumed(self, kind: LineageList, ids: list[str]) -> None:
         """Record ids consumed since the last version (they go into its ``lineage.json``);
-        trained ones count toward the next version (``version_every_n``)."""
+        trained ones count toward the next version (``version_every_n``); trained, held-out and
+        backlog-skipped ones are taken (:attr:`seen`)."""
         self.lineage[kind] += ids
+        if kind in TAKEN:
+            self.seen.add(ids)
         if kind == "trained":
             self.since += len(ids)
 
@@ -106,7 +113,7 @@ class Versioner:
 
     def write(self, parent: int, offsets: dict[str, int], trained_total: int, note: str | None = None) -> VersionMeta:
         """Make the model as it is now a durable version (weights, held-out sample, lineage,
-        learner state); returns its stored metadata."""
+        the window of taken ids, learner state); returns its stored metadata."""
         evaluation = self._evaluate()
         lineage = self.lineage
         new = NewVersion(
@@ -129,6 +136,7 @@ class Versioner:
             self.model.save(folder)
             self.holdout.save(folder)
             (folder / LINEAGE_FILE).write_text(json.dumps(lineage, ensure_ascii=False), encoding="utf-8")
+            self.seen.save(folder)  # in every version, pruned with its weights: any resume knows its ids
             before = {p.name for p in folder.iterdir()}
             self.learner.save_state(folder)
             # the learner's own state (buffers, importances, optimizer): only the newest

@@ -31,6 +31,7 @@ from services.metrics import ControllerMetrics
 from streaming.deadletter import decode_or_dead_letter
 from streaming.errors import RegistryError
 from streaming.events import ModelEvent
+from streaming.failpoints import failpoint
 from streaming.kafka import Consumer, Producer
 from streaming.settings import StreamSettings
 
@@ -197,6 +198,7 @@ class ModelController:
 
     def _promote(self, version: int, reason: str, figures: dict[str, Any], **pointer: Any) -> ServingState:
         self.registry.local_path(version)  # refuses missing or corrupt files (checked once per file state)
+        failpoint("controller.before_pointer_write")
         state = self.registry.set_serving(version, **pointer)
         self.registry.update(version, status="promoted", reason=reason, gate=figures)
         self.metrics.promotions.inc()

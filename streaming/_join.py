@@ -2,7 +2,8 @@
 
 Pure (no Kafka): :class:`JoinState` pairs either arrival order into LabeledExamples, pairs served
 predictions with feedback for the live accuracy, and turns feedback that never met its text
-into dead letters.
+into dead letters. The first of an id wins: a second text or feedback for an id that is pending,
+or that was joined among the last :data:`JOINED_IDS`, is dropped and counted (``duplicates``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any
 
 from streaming.accuracy import RollingAccuracy
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, TextEvent
+
+#: Ids joined recently (kept in the checkpoint), whose text or feedback coming again is dropped.
+JOINED_IDS = 100_000
+DUPLICATE_KINDS = ("text", "feedback")
 
 
 @dataclass(slots=True)
@@ -41,6 +46,9 @@ class JoinState:
         self._predictions: OrderedDict[str, _Pending] = OrderedDict()
         # Labels of recently joined ids, to score a prediction that arrives after its feedback.
         self._recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._joined: OrderedDict[str, None] = OrderedDict()  # the newest JOINED_IDS ids joined
+        #: Texts and feedback dropped as repeats of an id pending or joined (running totals).
+        self.duplicates = dict.fromkeys(DUPLICATE_KINDS, 0)
         self.live = RollingAccuracy()
         self._evicted = Expired()
 
@@ -50,21 +58,30 @@ class JoinState:
     def pending(self) -> dict[str, int]:
         return {"text": len(self._texts), "feedback": len(self._feedback), "prediction": len(self._predictions)}
 
+    def _repeated(self, kind: str, id_: str, pending: OrderedDict[str, _Pending]) -> bool:
+        """True (counted) when ``id_`` is pending in ``pending`` or was joined recently."""
+        if id_ in pending or id_ in self._joined:
+            self.duplicates[kind] += 1
+            return True
+        return False
+
     def add_text(self, ev: TextEvent, now: float) -> LabeledExample | None:
+        if self._repeated("text", ev.id, self._texts):
+            return None
         fb = self._feedback.pop(ev.id, None)
         if fb is not None:
-            return self._joined(ev.id, ev.text, ev.domain, fb.data["label"], ev.ts)
-        self._texts.pop(ev.id, None)
+            return self._pair(ev.id, ev.text, ev.domain, fb.data["label"], ev.ts)
         self._texts[ev.id] = _Pending(now, {"text": ev.text, "domain": ev.domain, "ts": ev.ts})
         self._bound()
         return None
 
     def add_feedback(self, ev: FeedbackEvent, now: float, where: tuple[str, int, int]) -> LabeledExample | None:
+        if self._repeated("feedback", ev.id, self._feedback):  # the first label wins
+            return None
         text = self._texts.pop(ev.id, None)
         if text is not None:
             d = text.data
-            return self._joined(ev.id, d["text"], d["domain"], ev.label, d["ts"])
-        self._feedback.pop(ev.id, None)
+            return self._pair(ev.id, d["text"], d["domain"], ev.label, d["ts"])
         self._feedback[ev.id] = _Pending(now, {"label": ev.label, "ts": ev.ts}, where)
         self._bound()
         return None
@@ -81,7 +98,10 @@ class JoinState:
         while len(self._predictions) > self.max_pending:
             self._predictions.popitem(last=False)
 
-    def _joined(self, id_: str, text: str, domain: str | None, label: str, ts: float) -> LabeledExample:
+    def _pair(self, id_: str, text: str, domain: str | None, label: str, ts: float) -> LabeledExample:
+        self._joined[id_] = None
+        if len(self._joined) > JOINED_IDS:
+            self._joined.popitem(last=False)
         pred = self._predictions.pop(id_, None)
         if pred is not None:
             self.live.add(pred.data["label"] == label, domain)
@@ -132,11 +152,17 @@ class JoinState:
         def dump(d: OrderedDict[str, _Pending]) -> list[list[Any]]:
             return [[k, p.arrival, p.data, list(p.where)] for k, p in d.items()]
 
-        return {"texts": dump(self._texts), "feedback": dump(self._feedback), "predictions": dump(self._predictions)}
+        return {
+            "texts": dump(self._texts),
+            "feedback": dump(self._feedback),
+            "predictions": dump(self._predictions),
+            "joined": list(self._joined),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Back to a checkpoint's pending state (from :meth:`to_json`): what was joined, evicted
-        or expired since is pending again, to be read and joined again. The live accuracy stays."""
+        or expired since is pending again, to be read and joined again (no longer a repeat). The
+        live accuracy and the duplicate counts stay."""
         self.load_json(state)
         self._evicted = Expired()
 
@@ -145,3 +171,4 @@ class JoinState:
             target.clear()
             for k, arrival, data, where in state.get(name, []):
                 target[k] = _Pending(arrival, data, tuple(where))  # type: ignore[arg-type]
+        self._joined = OrderedDict.fromkeys(state.get("joined", [])[-JOINED_IDS:])

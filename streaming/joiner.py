@@ -7,7 +7,8 @@ join, produce, and checkpoint the pending state *with* the consumed offsets (the
 flushed first), so a restarted joiner continues exactly where its last checkpoint left it.
 A step that fails (a send the broker never acknowledged, a broker away) first puts the join
 state and the consumer back to the last checkpoint, so nothing since is lost: it is read and
-joined again (at-least-once into the labeled topic).
+joined again (at-least-once into the labeled topic; the learner refuses an id it already took).
+The first text and the first label of an id win: a repeat is dropped and counted.
 :class:`JoinerMetrics` are the metrics it reports.
 """
 
@@ -22,10 +23,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from streaming._join import JoinState
+from streaming._join import DUPLICATE_KINDS, JoinState
 from streaming.deadletter import Outcomes, count_consumed, dead_letter, decode_or_dead_letter
 from streaming.errors import ConfigError
 from streaming.events import DeadLetter, FeedbackEvent, PredictionEvent, Record, TextEvent
+from streaming.failpoints import failpoint
 from streaming.files import write_json_atomic
 from streaming.kafka import Consumer, Offsets, ProcessProducer, Producer
 from streaming.metrics import MetricGroup, at_zero
@@ -49,6 +51,15 @@ class JoinerMetrics(MetricGroup):
         self.join_pending = at_zero(
             Gauge("streamcl_join_pending", "Texts and feedback waiting for their pair", ["kind"], registry=r),
             ("text", "feedback", "prediction"),
+        )
+        self.duplicates = at_zero(
+            Counter(
+                "streamcl_joiner_duplicates",
+                "Texts and feedback dropped as repeats of an id pending or joined recently (the first wins)",
+                ["kind"],
+                registry=r,
+            ),
+            DUPLICATE_KINDS,
         )
         self.join_throttled = Gauge(
             "streamcl_join_throttled",
@@ -114,8 +125,10 @@ class JoinerService:
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
         self._dirty = False
+        self._unsaved = 0  # pairs produced since the last checkpoint
         self.counts = {"consumed": 0, "joined": 0, "dlq": 0, "expired": 0}
         self._live_seen = {"correct": 0, "wrong": 0}
+        self._duplicates_seen = dict.fromkeys(DUPLICATE_KINDS, 0)
 
     def _resume(self) -> dict[str, int]:
         """Load the join state from the checkpoint, if any; returns the offsets it covers."""
@@ -252,6 +265,7 @@ class JoinerService:
             m.produced.labels(labeled).inc(joined)
             m.joined.inc(joined)
         self.counts["joined"] += joined
+        self._unsaved += joined
         self.counts["consumed"] += len(records)
         self._dirty = True
         self._publish_gauges()
@@ -274,11 +288,14 @@ class JoinerService:
     def _publish_gauges(self) -> None:
         for kind, n in self.state.pending().items():
             self.metrics.join_pending.labels(kind).set(n)
-        for outcome, total in self.state.live.totals.items():
-            counter = self.metrics.live_scored.labels(outcome)
-            if total > self._live_seen[outcome]:
-                counter.inc(total - self._live_seen[outcome])
-                self._live_seen[outcome] = total
+        for counter, totals, seen in (
+            (self.metrics.live_scored, self.state.live.totals, self._live_seen),
+            (self.metrics.duplicates, self.state.duplicates, self._duplicates_seen),
+        ):
+            for label, total in totals.items():
+                if total > seen[label]:
+                    counter.labels(label).inc(total - seen[label])
+                    seen[label] = total
         live = self.state.live.value
         if live is not None:
             self.metrics.live.set(live)
@@ -294,6 +311,7 @@ class JoinerService:
         self._offsets = dict(offsets)
         self._consumer.seek(offsets)
         self._dirty = False
+        self._unsaved = 0
         self._publish_gauges()
         log.warning("joiner back at its last checkpoint (%d pending): reading from %s again", len(self.state), offsets)
 
@@ -302,12 +320,15 @@ class JoinerService:
         Raises :class:`~streaming.kafka.SendFailed` if the broker did not acknowledge every
         output: nothing is saved then (a failed :meth:`step` rewinds to the last checkpoint)."""
         self._producer.flush()
+        if self._unsaved:
+            failpoint("joiner.after_send")
         state = self.state.to_json()
         write_json_atomic(self.checkpoint_path, {"offsets": self._offsets, "state": state})
         self._durable = (dict(self._offsets), state)
         self._consumer.commit(self._offsets)
         self._last_checkpoint = time.monotonic()
         self._dirty = False
+        self._unsaved = 0
 
     def status(self) -> dict[str, Any]:
         return {

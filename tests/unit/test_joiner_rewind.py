@@ -120,3 +120,22 @@ def test_producer_overrides_need_the_in_process_producer(tmp_path: Path) -> None
     settings = StreamSettings(state_dir=tmp_path, join_producer_process=True)
     with pytest.raises(ValueError, match="join_producer_process=False"):
         JoinerService(settings, JoinerMetrics(CollectorRegistry()), producer_overrides={"delivery_timeout_ms": 1})
+
+
+def test_a_restarted_joiner_drops_repeats_of_ids_joined_before_its_checkpoint(
+    joiner: JoinerService, tmp_path: Path
+) -> None:
+    from streaming.metrics import sample_value
+
+    joiner.step()  # id0..id4 joined and checkpointed
+    joiner.close()
+    t = joiner.topics
+    repeats = [record(t.feedback, 5 + i, FeedbackEvent(id=f"id{i}", label="neg")) for i in range(2)]
+    FakeConsumer.logs[t.feedback] = FakeConsumer.logs[t.feedback][:5] + repeats
+    metrics = JoinerMetrics(CollectorRegistry())
+    again = JoinerService(joiner.settings, metrics)
+    again.step()
+    assert sorted(e.id for e in FakeProducer.acknowledged) == [f"id{i}" for i in range(5)]  # no second pair
+    assert sample_value(metrics.exposition(), "streamcl_joiner_duplicates_total", {"kind": "feedback"}) == 2
+    assert sample_value(metrics.exposition(), "streamcl_joiner_duplicates_total", {"kind": "text"}) == 0
+    assert again.state.pending()["feedback"] == 0  # nothing left to dead-letter later
