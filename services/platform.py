@@ -13,80 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from learners.settings import LearnerSettings
+from services._factories import _controller, _joiner, _learner, _monitor
+from services._supervision import PlatformSupervisor
 from services.models import ModelSpec, model_specs
 from services.settings import MonitorSettings, PlatformSettings, ServeSettings
-from streaming.broker import EmbeddedBroker
+from streaming.broker import Broker, start_embedded
 from streaming.errors import ConfigError, StreamclError
 from streaming.kafka import ensure_topics
-from streaming.runtime import AGGREGATOR_NAME, NAMESPACE, ServiceHost
+from streaming.runtime import AGGREGATOR_NAME, NAMESPACE, MetricsPusher, ServiceHost
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "streamcl"
-
-
-def _joiner(stream: StreamSettings, shard: tuple[int, int]) -> Any:
-    def make(metrics: Any) -> Any:
-        from streaming.joiner import JoinerService
-
-        return JoinerService(stream, metrics, shard=shard)
-
-    return make
-
-
-def _learner(stream: StreamSettings, learner: LearnerSettings) -> Any:
-    def make(metrics: Any) -> Any:
-        from learners.service import LearnerService
-
-        return LearnerService(stream, learner, metrics)
-
-    return make
-
-
-def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSettings) -> Any:
-    def make(metrics: Any) -> Any:
-        from learners.registry import registry_for
-        from services.controller import ModelController
-        from services.gate import PromoteNewer, ScoreGate
-
-        registry = registry_for(stream, learner)
-        gate: Any = PromoteNewer()
-        if serve.gate == "score":
-            from learners.model import set_threads
-
-            set_threads(serve.gate_torch_threads)
-            gate = ScoreGate(
-                registry,
-                serve.gate_max_drop,
-                serve.gate_max_domain_drop,
-                serve.gate_min_domain_examples,
-                serve.gate_z,
-            )
-        shadow = None
-        if serve.shadow_texts > 0:
-            from services.shadow import Shadow
-
-            shadow = Shadow(
-                stream,
-                registry.load_model,
-                metrics,
-                texts=serve.shadow_texts,
-                share=serve.shadow_share,
-                max_s=serve.shadow_max_s,
-            )
-        return ModelController(stream, registry, metrics, learner.model_name, gate, shadow)
-
-    return make
-
-
-def _monitor(stream: StreamSettings, settings: MonitorSettings, learner: LearnerSettings) -> Any:
-    def make(metrics: Any) -> Any:
-        from services.monitor import DriftMonitor
-
-        return DriftMonitor(stream, settings, learner, metrics)
-
-    return make
 
 
 @dataclass
@@ -100,9 +39,13 @@ class Platform:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     ephemeral_state: bool = False
     with_prometheus: bool = False
-    broker: EmbeddedBroker | None = None
+    broker: Broker | None = None
     prometheus: Any = None
     actors: dict[str, Any] = field(default_factory=dict)
+    #: each actor's Ray name, by source name (what the supervisor looks up)
+    actor_names: dict[str, str] = field(default_factory=dict)
+    supervisor: PlatformSupervisor | None = None
+    pusher: MetricsPusher | None = None
     models: list[ModelSpec] = field(default_factory=list)
     serve_enabled: bool = True
     detached: bool = False
@@ -168,6 +111,16 @@ class Platform:
         self._wait_built()
         if self.serve_enabled:
             self._start_serve()
+        self.supervisor = PlatformSupervisor(
+            self.broker, self.actor_names, self._ensure_topics, getattr(self.pusher, "metrics", None)
+        )
+
+    def supervise(self) -> None:
+        """One round of supervision, from the thread that started the platform (its broker dies
+        with that thread): a dead broker restarted, a part that cannot come back raised as
+        :class:`StreamclError` with the reason."""
+        if self.supervisor is not None:
+            self.supervisor.check()
 
     def _wait_built(self) -> None:
         """Wait until every service actor has built its service (each retries with backoff while
@@ -187,14 +140,20 @@ class Platform:
             time.sleep(0.5)
 
     def _start_broker(self) -> None:
-        """The embedded broker unless a bootstrap server is set, and every model's topics."""
+        """The embedded broker unless a bootstrap server is set (Kafka's data in ``<state dir>/kafka``),
+        and every model's topics."""
         s = self.stream
         s.state_dir.mkdir(parents=True, exist_ok=True)
         if s.kafka_bootstrap is None:
-            self.broker = EmbeddedBroker(s.embedded_broker, log_file=s.state_dir / "broker.log").start()
+            self.broker = start_embedded(
+                s.embedded_broker_kind, s.embedded_broker, s.state_dir / "kafka", s.state_dir / "broker.log"
+            )
             self.urls["kafka"] = self.broker.bootstrap
         else:
             self.urls["kafka"] = s.kafka_bootstrap
+        self._ensure_topics()
+
+    def _ensure_topics(self) -> None:
         for spec in self.models:
             ensure_topics(spec.stream, spec.stream.topics.all())
 
@@ -236,7 +195,13 @@ class Platform:
             .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port, [m.name for m in self.models])
         )
         self.actors["metrics"] = aggregator
+        self.actor_names["metrics"] = AGGREGATOR_NAME
         self.urls["metrics"] = str(ray.get(aggregator.address.remote()))  # type: ignore[attr-defined]
+        from prometheus_client import CollectorRegistry
+
+        from services.metrics import PlatformMetrics
+
+        self.pusher = MetricsPusher(PlatformMetrics(CollectorRegistry()), "platform", interval_s=5.0)
 
     def _start_services(self, spec: ModelSpec) -> None:
         """One model's controller, joiners, learner and monitor, each a ServiceHost actor that
@@ -251,6 +216,7 @@ class Platform:
 
         def start(role: str, factory: Any, cpus: float, **options: Any) -> None:
             source = spec.source(role)
+            self.actor_names[source] = spec.actor(role)
             self.actors[source] = host.options(name=spec.actor(role), num_cpus=cpus, **common, **options).remote(
                 factory, source, GROUPS[role.split("-")[0]], spec.metric_labels
             )
@@ -328,6 +294,10 @@ class Platform:
         if self.prometheus is not None:
             self.prometheus.stop()
             self.prometheus = None
+        self.supervisor = None
+        if self.pusher is not None:
+            self.pusher.stop()
+            self.pusher = None
         if ray.is_initialized():
             if self.serve_enabled:
                 try:
@@ -346,6 +316,7 @@ class Platform:
             for actor in services.values():
                 ray.kill(actor, no_restart=True)
             self.actors.clear()
+            self.actor_names.clear()
             ray.shutdown()
         if self.broker is not None:
             self.broker.stop()

@@ -1,21 +1,55 @@
-"""The embedded Kafka-compatible broker (``tansu``, memory storage) for one machine.
+"""The embedded brokers for one machine: Apache Kafka (durable: KRaft, data in a folder, from
+``make install``) or ``tansu`` (memory storage: starts in 0.1 s, keeps nothing across a restart).
 
 Used by ``streamcl up`` when no bootstrap server is set, by ``streamcl broker`` and by the
-tests. Its data lives only as long as the process.
+tests; :func:`start_embedded` starts either kind.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
+from typing import Literal, Protocol
 
+from streaming._broker_kafka import KafkaBroker, kafka_installed
+from streaming._broker_proc import BrokerProcess, answers, die_with_parent, free_port
+from streaming._broker_supervisor import BrokerSupervisor
 from streaming.errors import BrokerError
 
 log = logging.getLogger(__name__)
+
+BrokerKind = Literal["kafka", "tansu"]
+
+__all__ = [
+    "Broker",
+    "BrokerKind",
+    "BrokerSupervisor",
+    "EmbeddedBroker",
+    "KafkaBroker",
+    "die_with_parent",
+    "free_port",
+    "kafka_installed",
+    "start_embedded",
+]
+
+
+class Broker(Protocol):
+    """What a caller of :func:`start_embedded` may use, whatever the kind."""
+
+    kind: str
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def stop(self, timeout_s: float | None = None) -> None: ...
+
+    def restart(self, timeout_s: float | None = None) -> Broker: ...
 
 
 def broker_binary() -> str:
@@ -33,85 +67,33 @@ def broker_binary() -> str:
         ) from exc
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+class EmbeddedBroker(BrokerProcess):
+    """Start ``tansu`` (memory storage) on ``address`` (host:port), wait until it answers, stop it
+    on close. A restart starts empty: every topic and record is gone."""
 
-
-def die_with_parent() -> None:
-    """In the child: receive SIGTERM when the process that started the broker dies."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class EmbeddedBroker:
-    """Start ``tansu`` on ``address`` (host:port), wait until it answers, stop it on close."""
+    kind = "tansu"
+    name = "tansu"
 
     def __init__(self, address: str = "127.0.0.1:9092", log_file: Path | None = None) -> None:
-        host, _, port = address.rpartition(":")
-        self.host, self.port = host or "127.0.0.1", int(port)
-        self.log_file = log_file
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(address, log_file)
 
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
-        if _answers(self.host, self.port):
-            raise BrokerError(f"port {self.bootstrap} is already in use", self.bootstrap)
+    def start(self, timeout_s: float | None = None) -> EmbeddedBroker:
         url = f"tcp://{self.bootstrap}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + timeout_s
-        while not _answers(self.host, self.port):
-            if self._proc.poll() is not None:
-                raise BrokerError(f"tansu exited with code {self._proc.returncode}", self.bootstrap)
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"tansu did not answer on {self.bootstrap} in {timeout_s}s", self.bootstrap)
-            time.sleep(0.1)
-        log.info("embedded broker listening on %s", self.bootstrap)
+        argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self._launch(argv, lambda: answers(self.host, self.port), timeout_s)
         return self
 
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def start_embedded(
+    kind: BrokerKind, address: str, data_dir: Path | None = None, log_file: Path | None = None
+) -> EmbeddedBroker | KafkaBroker:
+    """Start the embedded broker of ``kind`` on ``address`` and wait until it serves; Kafka keeps
+    its data in ``data_dir`` (required for it), tansu keeps nothing. Start it from a thread that
+    lives as long as the broker should: the broker dies with that thread."""
+    if kind == "kafka":
+        if data_dir is None:
+            raise BrokerError("the Kafka broker needs a data dir")
+        return KafkaBroker(address, data_dir, log_file=log_file).start()
+    if kind == "tansu":
+        return EmbeddedBroker(address, log_file=log_file).start()
+    raise BrokerError(f"unknown embedded broker kind {kind!r}: kafka or tansu")

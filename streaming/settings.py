@@ -56,6 +56,11 @@ class StreamSettings(BaseStreamclSettings):
 
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: start the embedded broker")
     embedded_broker: str = Field("127.0.0.1:9092", description="host:port of the embedded broker")
+    embedded_broker_kind: Literal["kafka", "tansu"] = Field(
+        "kafka",
+        description="the embedded broker: kafka (Apache Kafka from `make install`, data kept under the state dir) "
+        "or tansu (memory only: starts in 0.1 s without Java, loses every topic when it stops)",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol"
     )

@@ -1,4 +1,4 @@
-"""kafka-python wrappers against a real tansu broker."""
+"""kafka-python wrappers against both real embedded brokers, Apache Kafka and tansu."""
 
 import pytest
 
@@ -6,6 +6,12 @@ from streaming.events import TextEvent
 from streaming.kafka import Consumer, Producer, ensure_topics
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["kafka", "tansu"])
+def broker(request, embedded_broker):
+    """Each test here runs on both kinds of embedded broker (``make_settings`` uses this one)."""
+    return embedded_broker(request.param)
 
 
 def test_produce_consume_commit_and_resume(make_settings):
