@@ -4,7 +4,10 @@ published off the response path and dropped (counted) under overload.
 Feedback is the platform's input, so ``POST /v1/feedback`` answers 202 only once every
 FeedbackEvent of the request is acknowledged (acks=all), and fails with
 :class:`NotAcknowledged` (503) when that does not happen within a bound: nothing accepted sits
-in a replica's memory. Prediction logs are best-effort: a bounded queue, one publishing thread,
+in a replica's memory. While the broker is not acknowledging (the last try failed), requests
+are refused at once and one probe a second waits for the broker, so that an outage does not
+fill the replica with requests that each wait the whole bound (and make predictions wait behind
+them). Prediction logs are best-effort: a bounded queue, one publishing thread,
 drained for a bounded time when the replica stops.
 """
 
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamcl.serve")
 
 Queued = tuple[str, "Event", Any]  # topic, event, the counter of its kind's dropped events
+#: While the broker is not acknowledging, one feedback request a second waits for it (a probe).
+PROBE_EVERY_S = 1.0
 
 
 class EventLog:
@@ -54,6 +59,8 @@ class EventLog:
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
         self._closing = threading.Event()
+        self._failing_since: float | None = None  # the broker stopped acknowledging (monotonic)
+        self._probe_at = 0.0  # when the next request may wait for the broker while it is failing
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
 
@@ -75,6 +82,7 @@ class EventLog:
         """Send ``events`` to ``topic`` and return once the broker acknowledged all of them;
         :class:`NotAcknowledged` when one failed or ``timeout_s`` passed first."""
         loop = asyncio.get_running_loop()
+        self._refuse_while_failing()
 
         async def sent_and_acked() -> None:
             futures = await asyncio.to_thread(self._send_all, topic, events)
@@ -83,9 +91,32 @@ class EventLog:
         try:
             await asyncio.wait_for(sent_and_acked(), timeout_s)
         except TimeoutError:
+            self._failed()
             raise NotAcknowledged(f"Kafka did not acknowledge the events within {timeout_s:g}s; retry") from None
         except (StreamclError, KafkaError) as exc:
+            self._failed()
             raise NotAcknowledged(f"Kafka refused the events ({type(exc).__name__}); retry") from None
+        if self._failing_since is not None:
+            log.warning("Kafka acknowledges feedback again after %.0fs", time.monotonic() - self._failing_since)
+            self._failing_since = None
+
+    def _refuse_while_failing(self) -> None:
+        """While the broker is not acknowledging, refuse at once, except one probe a second."""
+        if self._failing_since is None:
+            return
+        now = time.monotonic()
+        if now < self._probe_at:
+            raise NotAcknowledged(
+                f"Kafka has not acknowledged events for {now - self._failing_since:.0f}s; retry", retry_after=2.0
+            )
+        self._probe_at = now + PROBE_EVERY_S
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            log.error("Kafka does not acknowledge feedback: refusing it (503) until it does")
+        self._probe_at = max(self._probe_at, now + PROBE_EVERY_S)
 
     def _send_all(self, topic: str, events: Sequence[Event]) -> list[Any]:
         producer = self.producer()

@@ -195,3 +195,19 @@ def test_close_drains_the_queue_and_counts_what_is_left():
         log.put("p", FeedbackEvent(id=f"i{i}", label="a"), dropped)
     left = log.close(timeout_s=0.1)
     assert left > 0 and dropped.n == left and len(slow.sent) + left <= 10
+
+
+def test_while_the_broker_does_not_acknowledge_feedback_is_refused_at_once_but_probed():
+    """An outage must not fill the replica with requests that each wait the whole bound."""
+    log = _log(FakeProducer(ack=None))
+    events = [FeedbackEvent(id="a", label="b")]
+    with pytest.raises(NotAcknowledged):
+        asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))  # waited, then refused
+    with pytest.raises(NotAcknowledged, match="has not acknowledged"):
+        asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))
+    assert len(log._producer.sent) == 1  # refused without sending (nor waiting)
+    log._producer = FakeProducer(ack=True)  # the broker is back
+    log._probe_at = 0.0  # the next probe is due
+    asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))  # the probe goes through
+    asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))  # and so does everything after it
+    assert log._failing_since is None
