@@ -109,7 +109,8 @@ def test_step_errors_are_counted_and_the_loop_goes_on():
     service = FakeService(fail_steps=4)
     host = ServiceHost(lambda m: service, "learner", MetricGroup, push_metrics=False, backoff=fast())
     try:
-        wait_for(lambda: service.steps > 0, "the loop did not go on after the failed steps")
+        # up is set by the host after the step returns: wait for it, not for the step
+        wait_for(lambda: service.steps > 0 and host.status()["up"], "the loop did not go on after the failed steps")
         status = host.status()
         assert status["up"] and status["errors"] == 4 and status["last_error"] == "RuntimeError: step broke"
         assert value(host, "streamcl_service_step_errors_total") == 4
