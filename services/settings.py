@@ -43,6 +43,13 @@ class ServeSettings(BaseStreamclSettings):
     replica_warm_versions: int = Field(
         3, ge=0, le=64, description="versions each replica keeps loaded besides the serving one (fast swaps)"
     )
+    predict_max_wait_s: float = Field(
+        8.0,
+        gt=0,
+        le=9,
+        description="a prediction that waited this long for the model is answered 503 overloaded (retry) "
+        "instead of being computed, so every request is answered within 10 s",
+    )
     model_poll_s: float = Field(0.5, gt=0, le=60, description="how often replicas check the serving version")
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
     feedback_ack_timeout_s: float = Field(

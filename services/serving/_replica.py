@@ -56,7 +56,9 @@ class Served:
         self.follower = ModelFollower(
             self.registry, settings.model_poll_s, self._swapped, keep=settings.replica_warm_versions + 1
         )
-        self.batcher = Batcher(lambda: self.follower.current, settings.max_batch_texts, executor)
+        self.batcher = Batcher(
+            lambda: self.follower.current, settings.max_batch_texts, executor, settings.predict_max_wait_s
+        )
         self.events = events
         self.log_dropped = self.metrics.events_dropped.labels("prediction_log")
         self.feedback_dropped = self.metrics.events_dropped.labels("feedback")

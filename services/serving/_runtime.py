@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from services.serving._errors import NotReady
+from services.serving._errors import NotReady, Overloaded
 from streaming.errors import RegistryError
 from streaming.runtime import backoff as retry_backoff
 
@@ -155,7 +155,7 @@ class ModelFollower:
         self._stop.set()
 
 
-Pending = tuple[list[str], "asyncio.Future[tuple[int, list[Prediction]]]"]
+Pending = tuple[list[str], "asyncio.Future[tuple[int, list[Prediction]]]", float]  # texts, answer, deadline
 
 
 class Batcher:
@@ -165,15 +165,25 @@ class Batcher:
     (up to ``max_texts`` texts); a lone request runs at once, so batching adds no wait at low
     load. Tokenization and the forward pass run in a worker thread, off the event loop. Each
     batch takes the serving model once, so a response never mixes two versions. With no model
-    loaded yet, requests fail with :class:`NotReady`.
+    loaded yet, requests fail with :class:`NotReady`. A request that waited longer than
+    ``max_wait_s`` for its turn is answered :class:`Overloaded` (503) instead of being computed,
+    and one whose client is gone is skipped: when the replica falls behind (a starved CPU),
+    it sheds what nobody will read instead of working on it, and every request is answered
+    within the bound.
     """
 
     def __init__(
-        self, current: Callable[[], Loaded | None], max_texts: int, executor: ThreadPoolExecutor | None = None
+        self,
+        current: Callable[[], Loaded | None],
+        max_texts: int,
+        executor: ThreadPoolExecutor | None = None,
+        max_wait_s: float = 8.0,
     ) -> None:
         self.current = current
         self.max_texts = max_texts
+        self.max_wait_s = max_wait_s
         self.batches = 0
+        self.shed = 0  # requests answered Overloaded because they waited too long
         self._pending: list[Pending] = []
         self._worker: asyncio.Task[None] | None = None
         # one inference thread (shared by a replica's models): torch's OpenMP pool is per
@@ -183,37 +193,46 @@ class Batcher:
     async def predict(self, texts: list[str]) -> tuple[int, list[Prediction]]:
         """The serving version and one prediction per text, in order."""
         future: asyncio.Future[tuple[int, list[Prediction]]] = asyncio.get_running_loop().create_future()
-        self._pending.append((texts, future))
+        self._pending.append((texts, future, time.monotonic() + self.max_wait_s))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
 
     def _take(self) -> list[Pending]:
         taken: list[Pending] = []
-        n = 0
+        n, now = 0, time.monotonic()
         while self._pending and (not taken or n + len(self._pending[0][0]) <= self.max_texts):
             item = self._pending.pop(0)
+            texts, future, deadline = item
+            if future.done():  # the client is gone: nobody reads the answer
+                continue
+            if now > deadline:
+                self.shed += 1
+                future.set_exception(Overloaded(f"waited over {self.max_wait_s:g}s for the model; retry"))
+                continue
             taken.append(item)
-            n += len(item[0])
+            n += len(texts)
         return taken
 
     async def _drain(self) -> None:
         while self._pending:
             taken = self._take()
+            if not taken:  # every one left was shed or gone
+                continue
             loaded = self.current()
             try:
                 if loaded is None:
                     raise NotReady("no model loaded yet")
-                texts = [t for item, _ in taken for t in item]
+                texts = [t for item, _, _ in taken for t in item]
                 preds = await asyncio.get_running_loop().run_in_executor(self._executor, loaded.model.predict, texts)
             except Exception as exc:
-                for _, future in taken:
+                for _, future, _ in taken:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.batches += 1
             i = 0
-            for item, future in taken:
+            for item, future, _ in taken:
                 if not future.done():  # a cancelled request (client gone) is skipped
                     future.set_result((loaded.version, preds[i : i + len(item)]))
                 i += len(item)

@@ -211,3 +211,30 @@ def test_while_the_broker_does_not_acknowledge_feedback_is_refused_at_once_but_p
     asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))  # the probe goes through
     asyncio.run(log.publish_acked("fb", events, timeout_s=0.3))  # and so does everything after it
     assert log._failing_since is None
+
+
+def test_requests_that_waited_too_long_are_shed_and_gone_clients_skipped():
+    """A replica that falls behind answers 503 overloaded instead of computing what nobody reads."""
+    from services.serving import Overloaded
+
+    model = Slow("m")
+    batcher = Batcher(lambda: Loaded(1, model), max_texts=2, max_wait_s=0.08)
+
+    async def run():
+        first = asyncio.ensure_future(batcher.predict(["a", "b"]))  # runs at once (50 ms)
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.predict(["gone", "gone"]))
+        queued = [asyncio.ensure_future(batcher.predict([f"q{i}", f"q{i}"])) for i in range(4)]
+        await asyncio.sleep(0.001)
+        gone.cancel()  # its client disconnected while it waited
+        return await asyncio.gather(first, *queued, return_exceptions=True)
+
+    first, *queued = asyncio.run(run())
+    assert first[1][0].label == "m:a"
+    answered = [r for r in queued if not isinstance(r, BaseException)]
+    shed = [r for r in queued if isinstance(r, Overloaded)]
+    assert shed and len(answered) + len(shed) == 4  # each one answered or shed (the last waits >= 150 ms)
+    assert status_of(shed[0]) == 503 and shed[0].retry_after > 0
+    assert batcher.shed == len(shed)
+    assert "gone" not in {p.label.split(":")[1] for r in answered for p in r[1]}  # never computed
+    assert sum(model.calls) == 2 + 2 * len(answered)
