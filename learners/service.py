@@ -33,6 +33,7 @@ from learners.strategies import build_learner
 from learners.versioning import Versioner, bootstrap_registry
 from streaming.accuracy import RollingAccuracy
 from streaming.deadletter import decode_or_dead_letter
+from streaming.drift import Detection
 from streaming.errors import RegistryError
 from streaming.events import LabeledExample, ModelEvent
 from streaming.failpoints import failpoint
@@ -173,9 +174,10 @@ class LearnerService:
             offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
         batch, duplicates = self._split_duplicates(batch)
         batch, dropped = self._sample_backlog(batch)
+        fired: list[Detection] = []
         try:
             if batch:
-                self.train(batch)
+                fired = self.train(batch)
         except BaseException:
             # not consumed: read the batch again (the next version's offsets never cover an
             # example that was not taken into training)
@@ -187,6 +189,7 @@ class LearnerService:
         if dropped:
             self.versions.consumed("backlog_skipped", dropped)
             self.metrics.backlog_skipped.inc(len(dropped))
+        self._adapt(fired)  # after the batch is booked: a snapshot covers its offsets and its ids
         self.drift.poll_events()
         if self.versions.due():
             self.write_version()
@@ -205,9 +208,11 @@ class LearnerService:
             self.metrics.duplicates.inc(len(duplicates))
             log.info("%d labeled examples read again were not trained again: %s", len(duplicates), duplicates[:5])
 
-    def train(self, labeled: list[LabeledExample]) -> None:
+    def train(self, labeled: list[LabeledExample]) -> list[Detection]:
         """Predict-then-train on the examples whose id the lineage has not taken yet; ids it
-        took (trained, held out or skipped by the backlog policy) are listed as ``duplicate``."""
+        took (trained, held out or skipped by the backlog policy) are listed as ``duplicate``.
+        Returns the drift detections the batch fired: the caller acts on them once the batch's
+        offsets are booked, so a snapshot version covers exactly the ids it lists."""
         m = self.metrics
         labeled, duplicates = self._split_duplicates(labeled)
         batch: list[Example] = []
@@ -230,7 +235,7 @@ class LearnerService:
         self.versions.consumed("trained", trained_ids)
         self._refuse(duplicates)
         if not batch:
-            return
+            return []
         for ex, pred in zip(batch, preds):
             self.prequential.add(pred == ex.label, ex.domain)
         fired = self.drift.observe(pred != ex.label for ex, pred in zip(batch, preds))
@@ -244,8 +249,12 @@ class LearnerService:
         for domain, acc in self.prequential.per_domain().items():
             m.prequential_domain.labels(domain).set(acc)
         self.drift.after_examples(n)  # examples before a detection do not count toward its adaptation
-        for d in fired:  # acted on with the counters current (a snapshot records this batch)
-            report_detection(d, m, self._producer, self.topics.drift, "learner", self.settings.model_name)
+        return fired
+
+    def _adapt(self, fired: list[Detection]) -> None:
+        """Report and act on the learner's own drift detections (a snapshot version first)."""
+        for d in fired:
+            report_detection(d, self.metrics, self._producer, self.topics.drift, "learner", self.settings.model_name)
             self.drift.act_on(d)
 
     # versions ---------------------------------------------------------------------------------

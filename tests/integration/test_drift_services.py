@@ -131,6 +131,15 @@ def test_learner_adapts_to_a_label_flip_and_to_monitor_events(make_settings, tmp
     assert sample_value(text, "streamcl_learner_lr_multiplier") == 1.0  # boost over, rate restored
     snapshot = [v for v in svc.registry.versions() if "snapshot" in (v.note or "")]
     assert len(snapshot) == 1
+    covered = sum(snapshot[0].offsets.values())  # one partition, ids e0, e1, ... in offset order
+    listed = [
+        i
+        for v in svc.registry.versions()
+        if v.version <= snapshot[0].version
+        for k in ("trained", "held_out")
+        for i in (svc.registry.lineage(v.version) or {}).get(k, [])
+    ]
+    assert sorted(listed, key=lambda i: int(i[1:])) == [f"e{i}" for i in range(covered)]  # offsets cover its ids
     evaluation = snapshot[0].metrics
     assert evaluation.holdout_sizes == {"airlines": 20}
     assert 0.0 <= evaluation.domain_accuracy["airlines"] <= 1.0
