@@ -110,7 +110,8 @@ def why_not(s: Scenario, report: SessionReport) -> list[str]:
     if load.server_errors:
         why.append(f"{load.server_errors} 5xx other than 503")
     if sum(load.unanswered.values()):
-        why.append(f"{sum(load.unanswered.values())} requests unanswered within 10 s")
+        how = ", ".join(f"{k}: {n}" for k, n in sorted(load.unanswered_how.items()))
+        why.append(f"{sum(load.unanswered.values())} requests unanswered within 10 s ({how})")
     target = BROKER_KILL_TARGET_S if s.name == "broker-kill" else RECOVERY_TARGET_S
     for r in report.faults:
         if r.error:

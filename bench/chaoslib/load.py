@@ -35,6 +35,10 @@ class LoadStats:
     accepted: dict[str, str] = field(default_factory=dict)  # id -> label, answered 202
     statuses: Counter[str] = field(default_factory=Counter)  # "predict 200", "feedback 503", ...
     unanswered: Counter[str] = field(default_factory=Counter)  # by call, no answer within the bound
+    unanswered_how: Counter[str] = field(default_factory=Counter)  # "predict ReadTimeout", "predict ReadError", ...
+    #: per 10 s of load (from ``started``): "0040 predict 200" -> answers, "0040 predict ReadTimeout" -> failures
+    timeline: Counter[str] = field(default_factory=Counter)
+    slowest: dict[str, float] = field(default_factory=dict)  # "0040 predict" -> the slowest answer's seconds
     retries: int = 0
     duplicates_sent: int = 0
     feedback_given_up: int = 0
@@ -59,10 +63,13 @@ class LoadStats:
             "feedback_accepted": len(self.accepted),
             "statuses": dict(sorted(self.statuses.items())),
             "unanswered_10s": dict(self.unanswered),
+            "unanswered_how": dict(self.unanswered_how),  # timed out (10 s) or the connection failed
             "server_errors_not_503": self.server_errors,
             "feedback_retries": self.retries,
             "duplicates_sent": self.duplicates_sent,
             "feedback_given_up": self.feedback_given_up,
+            "timeline_10s": dict(sorted(self.timeline.items())),
+            "slowest_answer_s": dict(sorted(self.slowest.items())),
         }
 
 
@@ -135,12 +142,19 @@ class LoadGen:
                 t.cancel()
 
     async def _post(self, client: httpx.AsyncClient, call: str, body: Any) -> httpx.Response | None:
+        sent = time.monotonic()
+        bucket = f"{int((sent - self.stats.started) // 10 * 10):04d} {call}"
         try:
             r = await client.post(f"{self.api}/v1/{call}", json=body)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:  # no HTTP answer: timed out, or the connection failed or was reset
             self.stats.unanswered[call] += 1
+            self.stats.unanswered_how[f"{call} {type(exc).__name__}"] += 1
+            self.stats.timeline[f"{bucket} {type(exc).__name__}"] += 1
             return None
         self.stats.statuses[f"{call} {r.status_code}"] += 1
+        self.stats.timeline[f"{bucket} {r.status_code}"] += 1
+        took = time.monotonic() - sent
+        self.stats.slowest[bucket] = round(max(took, self.stats.slowest.get(bucket, 0.0)), 2)
         return r
 
     def _schedule(self, delay: float, items: list[dict[str, str]], attempt: int, dup: bool) -> None:

@@ -39,6 +39,7 @@ class FaultResult:
     fault_s: float
     recovery_s: float | None  # None: not recovered within the wait
     error: str | None = None
+    at_s: float | None = None  # when it started, in seconds from the load's start (the load's timeline)
 
 
 @dataclass
@@ -101,15 +102,17 @@ def wait_serving_beyond(api: str, version: int, timeout_s: float) -> None:
 def _inject(ctx: Context, fault: Fault, lag_bound: float, recovery_timeout_s: float) -> FaultResult:
     baseline = newest_version(ctx.harness.api)
     started = time.monotonic()
+    at = round(started - ctx.load.stats.started, 1)
     try:
         notes = fault.inject(ctx)
     except Exception as exc:
-        return FaultResult(fault.name, {}, round(time.monotonic() - started, 1), None, f"{type(exc).__name__}: {exc}")
+        took = round(time.monotonic() - started, 1)
+        return FaultResult(fault.name, {}, took, None, f"{type(exc).__name__}: {exc}", at)
     ended = time.monotonic()
     since = started if fault.measure_from == "start" else ended
     baseline = max(baseline, newest_version(ctx.harness.api))
     recovery = wait_recovered(ctx, since, baseline, lag_bound, recovery_timeout_s)
-    return FaultResult(fault.name, notes, round(ended - started, 1), recovery)
+    return FaultResult(fault.name, notes, round(ended - started, 1), recovery, at_s=at)
 
 
 def run_session(
