@@ -209,12 +209,10 @@ class LearnerService:
             log.info("%d labeled examples read again were not trained again: %s", len(duplicates), duplicates[:5])
 
     def train(self, labeled: list[LabeledExample]) -> list[Detection]:
-        """Predict-then-train on the examples whose id the lineage has not taken yet; ids it
-        took (trained, held out or skipped by the backlog policy) are listed as ``duplicate``.
+        """Predict-then-train on ``labeled`` (:meth:`step` has taken the duplicates out).
         Returns the drift detections the batch fired: the caller acts on them once the batch's
         offsets are booked, so a snapshot version covers exactly the ids it lists."""
         m = self.metrics
-        labeled, duplicates = self._split_duplicates(labeled)
         batch: list[Example] = []
         trained_ids: list[str] = []
         held_ids: list[str] = []
@@ -233,7 +231,6 @@ class LearnerService:
             m.held_out.inc(len(held_ids))
         self.versions.consumed("held_out", held_ids)
         self.versions.consumed("trained", trained_ids)
-        self._refuse(duplicates)
         if not batch:
             return []
         for ex, pred in zip(batch, preds):

@@ -21,6 +21,14 @@ def candidate(reg: LocalRegistry, parent: int) -> int:
     return meta.version
 
 
+def serving_one(tmp_path) -> LocalRegistry:
+    """A registry whose version 1 is promoted and serving."""
+    reg = LocalRegistry(tmp_path / "registry")
+    reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status="promoted"))
+    reg.set_serving(1)
+    return reg
+
+
 def announce(s, reg: LocalRegistry, version: int, parent: int) -> None:
     p = Producer(s)
     uri = reg.version_uri(version)
@@ -39,9 +47,7 @@ def steps(c: ModelController, until, timeout_s: float = 30.0) -> None:
 
 def test_a_lost_pointer_never_promotes_a_stored_candidate(make_settings, tmp_path):
     s = make_settings()
-    reg = LocalRegistry(tmp_path / "registry")
-    reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status="promoted"))
-    reg.set_serving(1)
+    reg = serving_one(tmp_path)
     candidate(reg, 1), candidate(reg, 2)
     for name in ("serving.json", "serving.prev.json"):
         (reg.root / name).write_text("garbage")
@@ -71,9 +77,7 @@ def test_a_lost_pointer_never_promotes_a_stored_candidate(make_settings, tmp_pat
 
 def test_unreadable_version_metadata_is_exported(make_settings, tmp_path):
     s = make_settings()
-    reg = LocalRegistry(tmp_path / "registry")
-    reg.create(lambda folder: (folder / "w").write_bytes(b"x"), NewVersion(status="promoted"))
-    reg.set_serving(1)
+    reg = serving_one(tmp_path)
     candidate(reg, 1)
     (reg.root / "versions" / "000002" / "meta.json").write_text('{"version": 2, "status": ')
     metrics = ControllerMetrics(CollectorRegistry())
