@@ -46,6 +46,10 @@ LABEL org.opencontainers.image.title="streamcl" \
 RUN groupadd --gid 1000 streamcl \
     && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/streamcl --shell /bin/bash streamcl
 COPY --from=builder /opt/venv /opt/venv
+# The API listens on 0.0.0.0 (STREAMCL_HOST below), off loopback: without a token the server refuses
+# to start. Give the container STREAMCL_API_TOKEN (predict, feedback) and STREAMCL_ADMIN_TOKEN
+# (promote, rollback, pin), each `openssl rand -hex 32`, or a STREAMCL_TOKENS_FILE; or set
+# STREAMCL_ALLOW_ANONYMOUS=true to answer anyone who reaches the port (a throwaway demo only).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, ValidationInfo, create_model, field_valid
 from pydantic_settings import NoDecode
 
 from learners.memory import ReplaySettings
+from learners.registry import SigningSettings
 from learners.strategies import names, settings_models
 from streaming.settings import BaseStreamclSettings
 
@@ -55,9 +56,10 @@ class _Window(BaseModel):
     )
 
 
-class LearnerSettings(_StrategySettings, _Window, ReplaySettings, _Model):
+class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSettings, _Model):
     """What the learner trains, how, and when it writes a version. A strategy's own settings
-    (``ewc_lambda``, ``der_alpha``, …) come from its file in ``learners/strategies/``."""
+    (``ewc_lambda``, ``der_alpha``, …) come from its file in ``learners/strategies/``; the
+    registry's signing key is read by every process that opens the registry (replicas, gate, learner)."""
 
     batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")

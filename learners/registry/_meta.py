@@ -7,12 +7,13 @@ nothing an operator reads from ``meta.json`` disappears.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from learners.registry._names import MAX_VERSION, check_names
 from streaming.errors import RegistryError
 from streaming.events import ModelStatus
 
@@ -89,11 +90,16 @@ class NewVersion(_Record):
     state_files: list[str] = Field(default_factory=list, description="the learner's state among the files")
     note: str | None = None
 
+    @field_validator("state_files")
+    @classmethod
+    def _plain_names(cls, names: list[str]) -> list[str]:
+        return _checked(names)
+
 
 class VersionMeta(NewVersion):
     """A stored version's ``meta.json``."""
 
-    version: int
+    version: int = Field(ge=1, le=MAX_VERSION)
     uri: str
     created: float = 0.0
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
@@ -101,6 +107,18 @@ class VersionMeta(NewVersion):
     dropped: list[str] = Field(default_factory=list, description="state files deleted from an older version")
     reason: str | None = None
     gate: GateFigures | None = None
+    signature: str | None = Field(None, description="HMAC-SHA256 of the manifest (learners/registry/_signing.py)")
+
+    @field_validator("files")
+    @classmethod
+    def _plain_files(cls, files: dict[str, str]) -> dict[str, str]:
+        _checked(files)
+        return files
+
+    @field_validator("dropped")
+    @classmethod
+    def _plain_dropped(cls, names: list[str]) -> list[str]:
+        return _checked(names)
 
     @classmethod
     def parse(cls, raw: bytes | str, version: int | None = None) -> VersionMeta:
@@ -129,9 +147,9 @@ class ServingState(_Record):
     earlier serving versions (newest last), and the floor (candidates at or below it are not
     promoted automatically)."""
 
-    version: int | None = None
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
     pinned: bool = False
-    history: list[int] = Field(default_factory=list)
+    history: list[Annotated[int, Field(ge=1, le=MAX_VERSION)]] = Field(default_factory=list, max_length=1000)
     floor: int = 0
     ts: float | None = None
 
@@ -142,6 +160,14 @@ class ServingState(_Record):
 def _plain(changes: dict[str, Any]) -> dict[str, Any]:
     """Nested records as plain JSON values, so a merge validates them again."""
     return {k: v.to_json() if isinstance(v, _Record) else v for k, v in changes.items()}
+
+
+def _checked(names: Iterable[str]) -> list[str]:
+    """Plain file names only (learners/registry/_names.py), as a validation error of the record."""
+    try:
+        return check_names(names)
+    except RegistryError as exc:
+        raise ValueError(str(exc).removeprefix("version None: ")) from None
 
 
 def _first(exc: ValidationError) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -18,10 +19,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from learners.registry._lease import LEASE_FILE, Lease, LeaseError, renewed, taken
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._names import check_names, version_folder
 from learners.registry._pointer import (
     SERVING_BACKUP,
     PointerRead,
@@ -30,6 +32,7 @@ from learners.registry._pointer import (
     ever_served,
     rebuild_pointer,
 )
+from learners.registry._signing import Signer
 from streaming.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -44,6 +47,10 @@ META_FILE = "meta.json"
 LINEAGE_FILE = "lineage.json"
 SERVING_FILE = "serving.json"
 COUNTER_FILE = "registry.json"
+#: The audit trail of operators' actions in a local registry's root (on S3: one object per record
+#: under :data:`AUDIT_PREFIX`, since S3 cannot append).
+AUDIT_FILE = "audit.jsonl"
+AUDIT_PREFIX = "audit"
 HISTORY = 50  # earlier serving versions remembered for rollback
 #: Files of a version that pruning and dropping never delete.
 KEPT_FILES = frozenset({META_FILE, LINEAGE_FILE})
@@ -66,6 +73,8 @@ class Registry(ABC):
     #: Versions whose ``meta.json`` could not be read at the last :meth:`versions` listing (they
     #: are left out of it); exported by the controller, logged once per version.
     unreadable: frozenset[int] = frozenset()
+    #: Signs the versions written and checks every version read (None: versions are not signed).
+    _signer: Signer | None = None
 
     # what a backend implements ----------------------------------------------------------------
     @abstractmethod
@@ -113,6 +122,40 @@ class Registry(ABC):
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         """Delete the named files of a version (None: every file but :data:`KEPT_FILES`), in
         storage and in any local copy. Its metadata is updated before."""
+
+    @abstractmethod
+    def append_audit(self, record: dict[str, Any]) -> None:
+        """Append one record (a JSON object) to the registry's audit trail: append-only, durable
+        when this returns, never rewritten; RegistryError when it cannot be written."""
+
+    @abstractmethod
+    def _audit_lines(self) -> list[bytes]:
+        """The stored audit records, one JSON document each, in the order they were written."""
+
+    def read_audit(self) -> list[dict[str, Any]]:
+        """Every record of the audit trail in the order written; one that is not a JSON object
+        (a torn or foreign line) is skipped."""
+        out = []
+        for line in self._audit_lines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
+    def _trusted(self, meta: VersionMeta, version: int) -> VersionMeta:
+        """``meta`` as read from version ``version``'s folder, when it says it is that version and,
+        with a signing key, carries a matching signature; else RegistryError (every read of a
+        version's metadata passes here, so a refused version is never loaded or resumed from)."""
+        if meta.version != version:
+            raise RegistryError(f"version {version}: its metadata says version {meta.version}: refused", version)
+        return self._signer.verify(meta) if self._signer is not None else meta
+
+    def _sealed(self, meta: VersionMeta) -> VersionMeta:
+        """``meta`` signed, when the registry has a key (after every change that writes metadata)."""
+        return self._signer.seal(meta) if self._signer is not None else meta
 
     def _exclusive(self) -> AbstractContextManager[object]:
         """Held around a read-modify-write of metadata or the pointer (a backend whose writes
@@ -257,6 +300,7 @@ class Registry(ABC):
     def drop_files(self, version: int, names: list[str]) -> VersionMeta:
         """Delete some files of a version (the learner's state of an older checkpoint); the
         version stays loadable with the files it keeps. Returns the updated metadata."""
+        names = check_names(names, version)  # from the caller's metadata: plain names only
         with self._exclusive():  # the read of the metadata and its update as one step
             meta = self.meta(version)
             gone = [n for n in names if n in meta.files and n not in KEPT_FILES]
@@ -274,22 +318,22 @@ class Registry(ABC):
     def _full_meta(self, version: int, new: NewVersion, files: dict[str, str]) -> VersionMeta:
         """A new version's stored metadata: ``new`` with its number, URI, creation time and file
         checksums (status ``candidate`` unless ``new`` says otherwise)."""
-        return VersionMeta.model_validate(
-            {
-                "status": new.status,
-                "created": time.time(),
-                **new.to_json(),
-                "version": version,
-                "uri": self.version_uri(version),
-                "files": files,
-            }
-        )
+        fields = {"status": new.status, "created": time.time(), **new.to_json()}
+        try:
+            meta = VersionMeta.model_validate(
+                {**fields, "version": version, "uri": self.version_uri(version), "files": files}
+            )
+        except ValidationError as exc:  # a file name that is not a plain name, too many files…
+            raise RegistryError(f"version {version}: refused: {exc.errors()[0].get('msg')}", version) from None
+        return self._sealed(meta)
 
     def version_uri(self, version: int) -> str:
-        return f"{self.uri.rstrip('/')}/versions/{version:06d}"
+        return f"{self.uri.rstrip('/')}/versions/{version_folder(version)}"
 
 
 __all__ = [
+    "AUDIT_FILE",
+    "AUDIT_PREFIX",
     "COUNTER_FILE",
     "HISTORY",
     "KEPT_FILES",

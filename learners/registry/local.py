@@ -9,6 +9,7 @@ the controller's processes never undo each other's changes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,9 +17,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from learners.registry._filelock import FileLock
 from learners.registry._meta import NewVersion, VersionMeta, WriteFiles
-from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, Registry, sha256
+from learners.registry._names import check_name, inside, version_folder, version_of_folder
+from learners.registry._signing import signer_for
+from learners.registry.base import (
+    AUDIT_FILE,
+    COUNTER_FILE,
+    KEPT_FILES,
+    LINEAGE_FILE,
+    META_FILE,
+    Registry,
+    sha256,
+)
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
@@ -28,9 +41,11 @@ LOCK_FILE = ".lock"
 
 
 class LocalRegistry(Registry):
-    """Versions in a local directory."""
+    """Versions in a local directory; with ``signing_key``, every version written is signed and
+    every version read must be (learners/registry/_signing.py)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, signing_key: SecretStr | str | None = None) -> None:
+        self._signer = signer_for(signing_key)
         self.root = Path(root).expanduser().resolve()
         self.uri = f"file://{self.root}"
         (self.root / "versions").mkdir(parents=True, exist_ok=True)
@@ -38,12 +53,12 @@ class LocalRegistry(Registry):
         self._verified: dict[Path, tuple[str, int, int, int]] = {}
 
     def _dir(self, version: int) -> Path:
-        return self.root / "versions" / f"{version:06d}"
+        return self.root / "versions" / version_folder(version)
 
     def _next_version(self) -> int:
         path = self.root / COUNTER_FILE
         counter = json.loads(path.read_text()).get("next_version", 1) if path.exists() else 1
-        existing = [int(p.name) for p in (self.root / "versions").iterdir() if p.name.isdigit()]
+        existing = [v for p in (self.root / "versions").iterdir() if (v := version_of_folder(p.name)) is not None]
         version = max([counter, *(v + 1 for v in existing)])
         write_json_atomic(path, {"next_version": version + 1})
         return version
@@ -69,11 +84,12 @@ class LocalRegistry(Registry):
     def versions(self) -> list[VersionMeta]:
         out, unreadable = [], {}
         for p in sorted((self.root / "versions").iterdir()):
-            if p.name.isdigit() and (p / META_FILE).exists():
+            version = version_of_folder(p.name)
+            if version is not None and (p / META_FILE).exists():
                 try:
-                    out.append(VersionMeta.parse((p / META_FILE).read_bytes(), int(p.name)))
-                except (OSError, RegistryError) as exc:  # a corrupt meta.json: the version is not listed
-                    unreadable[int(p.name)] = str(exc)
+                    out.append(self._trusted(VersionMeta.parse((p / META_FILE).read_bytes(), version), version))
+                except (OSError, RegistryError) as exc:  # corrupt, unsafe or unsigned: the version is not listed
+                    unreadable[version] = str(exc)
         return self._listed(out, unreadable)
 
     def meta(self, version: int) -> VersionMeta:
@@ -81,11 +97,11 @@ class LocalRegistry(Registry):
             raw = (self._dir(version) / META_FILE).read_bytes()
         except FileNotFoundError:
             raise RegistryError(f"version {version} does not exist", version) from None
-        return VersionMeta.parse(raw, version)
+        return self._trusted(VersionMeta.parse(raw, version), version)
 
     def update(self, version: int, **changes: Any) -> VersionMeta:
         with self._lock:
-            meta = self.meta(version).changed(**changes)
+            meta = self._sealed(self.meta(version).changed(**changes))
             write_json_atomic(self._dir(version) / META_FILE, meta.to_json())
             return meta
 
@@ -95,7 +111,7 @@ class LocalRegistry(Registry):
             raise RegistryError(f"the files of version {version} were pruned", version)
         folder = self._dir(version)
         for name, digest in meta.files.items():
-            path = folder / name
+            path = inside(folder, name, version)
             try:
                 st = path.stat()
             except OSError:
@@ -118,7 +134,7 @@ class LocalRegistry(Registry):
         if names is None:
             names = [p.name for p in folder.iterdir() if p.name not in KEPT_FILES]
         for name in names:
-            (folder / name).unlink(missing_ok=True)
+            inside(folder, name, version).unlink(missing_ok=True)
 
     def lineage(self, version: int) -> dict[str, Any] | None:
         path = self._dir(version) / LINEAGE_FILE
@@ -129,11 +145,31 @@ class LocalRegistry(Registry):
         except (OSError, ValueError) as exc:
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
+    def append_audit(self, record: dict[str, Any]) -> None:
+        """One line of ``audit.jsonl``, written whole under ``flock`` (whatever its size) and fsynced."""
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        try:
+            fd = os.open(self.root / AUDIT_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RegistryError(f"{self.uri}: cannot append to {AUDIT_FILE}: {exc}") from None
+
+    def _audit_lines(self) -> list[bytes]:
+        try:
+            return (self.root / AUDIT_FILE).read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+
     def _read_pointer(self, name: str) -> bytes | None:
         try:
-            return (self.root / name).read_bytes()
+            return (self.root / check_name(name)).read_bytes()
         except FileNotFoundError:
             return None
 
     def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
-        write_json_atomic(self.root / name, payload)
+        write_json_atomic(self.root / check_name(name), payload)

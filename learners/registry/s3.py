@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -25,28 +27,37 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
+from learners.registry._names import check_name, check_names, inside, version_folder, version_of_folder
 from learners.registry._pointer import SERVING_BACKUP, decode_pointer
+from learners.registry._s3cache import CACHE_FILE, Stamps, cached_ok, read_record
+from learners.registry._s3cache import etag as _etag
 from learners.registry._s3errors import MISSING, TAKEN, code, s3_errors
-from learners.registry.base import COUNTER_FILE, KEPT_FILES, LINEAGE_FILE, META_FILE, SERVING_FILE, Registry, sha256
+from learners.registry._signing import signer_for
+from learners.registry.base import (
+    AUDIT_PREFIX,
+    COUNTER_FILE,
+    KEPT_FILES,
+    LINEAGE_FILE,
+    META_FILE,
+    SERVING_FILE,
+    Registry,
+    sha256,
+)
 from streaming.errors import RegistryError
 from streaming.files import write_json_atomic
 
 CLAIM_FILE = ".claim"  # created with If-None-Match: *, so one writer owns the number
-CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
 CONFLICT_RETRIES = 20
 _Record = TypeVar("_Record", bound=BaseModel)
 
 
-def _etag(value: str) -> str:
-    return value.strip('"')
-
-
 class S3Registry(Registry):
     """Versions under ``s3://bucket/prefix``; ``local_path`` downloads a version into ``cache_dir``
-    (one folder per registry) and verifies it against the checksums in its metadata."""
+    (one folder per registry) and verifies it against the checksums in its metadata. With
+    ``signing_key``, versions written are signed and versions read must be."""
 
     def __init__(
         self,
@@ -55,7 +66,9 @@ class S3Registry(Registry):
         cache_dir: str | Path | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
+        signing_key: SecretStr | str | None = None,
     ) -> None:
+        self._signer = signer_for(signing_key)
         if not bucket:
             raise RegistryError("an S3 registry needs a bucket: s3://bucket/prefix")
         self.bucket = bucket
@@ -71,7 +84,7 @@ class S3Registry(Registry):
         self.cache_dir = Path(cache_dir).expanduser().resolve()
         self._lock = threading.Lock()
         self._metas: dict[str, tuple[str, bytes]] = {}  # meta.json key -> (ETag, body): unchanged ones are not read
-        self._verified: dict[Path, tuple[str, str, int, int, int]] = {}
+        self._verified: Stamps = {}
         self._downloads: dict[int, threading.Lock] = {}
 
     # keys and errors --------------------------------------------------------------------------
@@ -79,7 +92,9 @@ class S3Registry(Registry):
         return "/".join((self.prefix, *parts) if self.prefix else parts)
 
     def _version_key(self, version: int, name: str = "") -> str:
-        return self._key("versions", f"{version:06d}", name)
+        """The key of a version's file (a plain name: never a key outside the version's prefix)."""
+        plain = name if name in ("", CLAIM_FILE) else check_name(name, version)  # the claim is our own name
+        return self._key("versions", version_folder(version), plain)
 
     def _errors(self, doing: str, version: int | None = None) -> AbstractContextManager[None]:
         """Turn a failed S3 request into a RegistryError that says what failed (never with credentials)."""
@@ -136,7 +151,7 @@ class S3Registry(Registry):
         claimed = [
             int(name)
             for item in self._list(base, "listing versions", delimiter="/")
-            if (name := item.get("Prefix", "")[len(base) :].rstrip("/")).isdigit()
+            if (name := item.get("Prefix", "")[len(base) :].rstrip("/")) and version_of_folder(name)
         ]
         found = self._get(self._key(COUNTER_FILE), "reading the version counter")
         counter = int(json.loads(found[0]).get("next_version", 1)) if found else 1
@@ -178,6 +193,7 @@ class S3Registry(Registry):
                 for p in sorted(folder.rglob("*"))
                 if p.is_file() and p.relative_to(folder).as_posix() != META_FILE
             }
+            check_names(paths)  # plain names only (no subfolders), before a number is taken
             files = {name: sha256(p) for name, p in paths.items()}
             version = self._claim_version()
             full = self._full_meta(version, new, files)
@@ -210,8 +226,8 @@ class S3Registry(Registry):
         metas: dict[int, tuple[str, str]] = {}
         for item in self._list(base, "listing versions"):
             folder, _, name = item.get("Key", "")[len(base) :].partition("/")
-            if folder.isdigit() and name == META_FILE:
-                metas[int(folder)] = (item["Key"], _etag(item["ETag"]))
+            if (version := version_of_folder(folder)) is not None and name == META_FILE:
+                metas[version] = (item["Key"], _etag(item["ETag"]))
         out, unreadable = [], {}
         for version, (key, etag) in sorted(metas.items()):
             with self._lock:
@@ -224,8 +240,8 @@ class S3Registry(Registry):
                 with self._lock:
                     self._metas[key] = cached
             try:
-                out.append(VersionMeta.parse(cached[1], version))
-            except RegistryError as exc:  # a corrupt meta.json: the version is not listed
+                out.append(self._trusted(VersionMeta.parse(cached[1], version), version))
+            except RegistryError as exc:  # corrupt, unsafe or unsigned: the version is not listed
                 unreadable[version] = str(exc)
         return self._listed(out, unreadable)
 
@@ -233,7 +249,7 @@ class S3Registry(Registry):
         found = self._get(self._version_key(version, META_FILE), f"reading version {version}", version)
         if found is None:
             raise RegistryError(f"version {version} does not exist", version)
-        return VersionMeta.parse(found[0], version), found[1]
+        return self._trusted(VersionMeta.parse(found[0], version), version), found[1]
 
     def meta(self, version: int) -> VersionMeta:
         return self._read_meta(version)[0]
@@ -242,7 +258,7 @@ class S3Registry(Registry):
         key = self._version_key(version, META_FILE)
         for _ in range(CONFLICT_RETRIES):
             meta, etag = self._read_meta(version)
-            meta = meta.changed(**changes)
+            meta = self._sealed(meta.changed(**changes))
             if self._put_json(key, meta.to_json(), f"updating version {version}", version, IfMatch=etag):
                 return meta
             # changed by another writer since the read: merge again
@@ -262,46 +278,24 @@ class S3Registry(Registry):
                 for item in self._list(base, f"listing the files of version {version}")
                 if "Key" in item
             }
-            folder = self.cache_dir / "versions" / f"{version:06d}"
+            folder = self.cache_dir / "versions" / version_folder(version)
             folder.mkdir(parents=True, exist_ok=True)
-            record = self._read_record(folder)
+            record = read_record(folder)
             changed = False
             for name, digest in meta.files.items():
                 etag = remote.get(name)
                 if etag is None:
                     raise RegistryError(f"version {version}: {name} is missing", version)
-                path = folder / name
+                path = inside(folder, name, version)
                 # the object is trusted only at the ETag it was verified at: a rewritten object is
                 # downloaded and checked again, so the cache never hides a change in the bucket
-                if record.get(name) == etag and self._cached_ok(path, digest, etag):
+                if record.get(name) == etag and cached_ok(self._verified, path, digest, etag):
                     continue
                 record[name] = self._download(version, name, path, digest)
                 changed = True
             if changed:
                 write_json_atomic(folder / CACHE_FILE, record)
         return folder
-
-    @staticmethod
-    def _read_record(folder: Path) -> dict[str, str]:
-        try:
-            record = json.loads((folder / CACHE_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
-
-    def _cached_ok(self, path: Path, digest: str, etag: str) -> bool:
-        """A cached file still matches its checksum (read again only when its size, mtime or inode changed)."""
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        stamp = (digest, etag, st.st_size, st.st_mtime_ns, st.st_ino)
-        if self._verified.get(path) == stamp:
-            return True
-        if sha256(path) != digest:
-            return False
-        self._verified[path] = stamp
-        return True
 
     def _download(self, version: int, name: str, path: Path, digest: str) -> str:
         """Fetch one file beside ``path``, check it, then rename it into place; returns its ETag."""
@@ -340,13 +334,23 @@ class S3Registry(Registry):
         except ValueError as exc:
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
+    # audit trail: S3 cannot append, so one object per record, named in the order written -------
+    def append_audit(self, record: dict[str, Any]) -> None:
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
+        self._put_json(self._key(AUDIT_PREFIX, name), record, "writing an audit record")
+
+    def _audit_lines(self) -> list[bytes]:
+        doing = "reading the audit trail"
+        keys = sorted(o["Key"] for o in self._list(self._key(AUDIT_PREFIX) + "/", doing) if "Key" in o)
+        return [found[0] for key in keys if (found := self._get(key, doing)) is not None]
+
     # serving pointer and deletion -------------------------------------------------------------
     def _read_pointer(self, name: str) -> bytes | None:
-        found = self._get(self._key(name), f"reading {name}")
+        found = self._get(self._key(check_name(name)), f"reading {name}")
         return found[0] if found is not None else None
 
     def _write_pointer(self, name: str, payload: dict[str, Any]) -> None:
-        self._put_json(self._key(name), payload, f"writing {name}")
+        self._put_json(self._key(check_name(name)), payload, f"writing {name}")
 
     def _change_serving(self, change: Callable[[ServingState], ServingState]) -> ServingState:
         """Compare-and-swap on ``serving.json``'s ETag: a concurrent writer's change is read
@@ -363,7 +367,7 @@ class S3Registry(Registry):
         raise RegistryError(f"{self.uri}: {SERVING_FILE} kept changing during the update")
 
     def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
-        key = self._key(name)
+        key = self._key(check_name(name))
         for _ in range(CONFLICT_RETRIES):
             found = self._get(key, f"reading {name}")
             record = change(found[0] if found is not None else None)
@@ -375,7 +379,7 @@ class S3Registry(Registry):
 
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         base = self._version_key(version)
-        folder = self.cache_dir / "versions" / f"{version:06d}"
+        folder = self.cache_dir / "versions" / version_folder(version)
         if names is None:
             keys = [
                 item["Key"]
@@ -387,9 +391,9 @@ class S3Registry(Registry):
             with self._lock:
                 self._verified = {p: s for p, s in self._verified.items() if folder not in p.parents}
             return
-        self._delete([base + n for n in names], f"deleting files of version {version}", version)
+        self._delete([self._version_key(version, n) for n in names], f"deleting files of version {version}", version)
         for name in names:
-            (folder / name).unlink(missing_ok=True)
+            inside(folder, name, version).unlink(missing_ok=True)
 
 
 __all__ = ["S3Registry"]

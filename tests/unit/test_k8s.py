@@ -36,6 +36,7 @@ CUSTOM = {
     ("kafka.strimzi.io/v1beta2", "Kafka"),
     ("kafka.strimzi.io/v1beta2", "KafkaNodePool"),
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -193,7 +194,7 @@ def test_the_workers_deployment_runs_streamcl_workers_on_the_ray_cluster(overlay
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["command"][0] == "streamcl"
     assert parser().parse_args(container["command"][1:]).command == "workers"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     head = rayservice(overlay)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     client = next(p["containerPort"] for p in head["ports"] if p["name"] == "client")
     assert env["STREAMCL_RAY_ADDRESS"] == f"ray://{rayservice(overlay)['metadata']['name']}-head-svc:{client}"
@@ -223,9 +224,10 @@ def test_kafka_is_kraft_with_a_listener_for_streamcl_only(overlay):
     assert listeners and all({"name", "port", "type", "tls"} <= set(x) for x in listeners)
     host, port = config(overlay)["STREAMCL_KAFKA_BOOTSTRAP"].split(":")
     assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
-    (plain,) = [x for x in listeners if x["port"] == int(port)]
-    assert plain["type"] == "internal" and plain["tls"] is False
-    assert [p["podSelector"]["matchLabels"] for p in plain["networkPolicyPeers"]] == [
+    (listener,) = [x for x in listeners if x["port"] == int(port)]
+    # TLS with SCRAM users since issue 15 (tests/security/test_k8s_kafka.py checks the users)
+    assert listener["type"] == "internal" and listener["tls"] is True
+    assert [p["podSelector"]["matchLabels"] for p in listener["networkPolicyPeers"]] == [
         {"app.kubernetes.io/name": "streamcl"}
     ]
     pools = objects(overlay, "KafkaNodePool")

@@ -1,0 +1,44 @@
+"""The S3 registry's local copies: which object ETag each cached file was verified at, and
+whether a cached file still matches its checksum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from learners.registry.base import sha256
+
+__all__ = ["CACHE_FILE", "Stamps", "cached_ok", "etag", "read_record"]
+
+CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
+#: A cached file's checksum, ETag, size, mtime and inode when it last matched.
+Stamps = dict[Path, tuple[str, str, int, int, int]]
+
+
+def etag(value: str) -> str:
+    """An ETag without its quotes."""
+    return value.strip('"')
+
+
+def read_record(folder: Path) -> dict[str, str]:
+    """The cached folder's record (file name -> ETag); empty when absent or unreadable."""
+    try:
+        record = json.loads((folder / CACHE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+
+
+def cached_ok(verified: Stamps, path: Path, digest: str, tag: str) -> bool:
+    """A cached file still matches its checksum (read again only when its size, mtime or inode changed)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    stamp = (digest, tag, st.st_size, st.st_mtime_ns, st.st_ino)
+    if verified.get(path) == stamp:
+        return True
+    if sha256(path) != digest:
+        return False
+    verified[path] = stamp
+    return True

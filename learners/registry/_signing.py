@@ -1,0 +1,93 @@
+"""Optional signing of versions: an HMAC-SHA256 over the version's manifest (its number, model,
+parent and file checksums, as canonical JSON), stored as ``signature`` in its ``meta.json``.
+
+Checksums beside the files prove integrity, not origin: whoever can write the bucket can write
+both. With ``STREAMCL_REGISTRY_SIGNING_KEY`` set, the writer signs every version it stores and
+every reader (replicas, the gate and controller, the learner resuming) refuses a version that
+is unsigned or wrongly signed. The key never appears in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from streaming.errors import RegistryError
+
+if TYPE_CHECKING:
+    from learners.registry._meta import VersionMeta
+
+__all__ = ["KEY_ENV", "MIN_KEY_CHARS", "PREFIX", "Signer", "SigningSettings", "manifest", "signer_for"]
+
+KEY_ENV = "STREAMCL_REGISTRY_SIGNING_KEY"
+#: Shortest key accepted: a shorter (or empty) one refuses to start.
+MIN_KEY_CHARS = 32
+PREFIX = "hmac-sha256:"
+
+
+def manifest(meta: VersionMeta) -> bytes:
+    """The signed bytes: canonical JSON (sorted keys, no spaces, ASCII) of what names the version's
+    content: its number (a copy of a signed ``meta.json`` into another version is refused), model,
+    parent and file checksums."""
+    body = {"files": meta.files, "model": meta.model, "parent": meta.parent, "version": meta.version}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _key_text(key: SecretStr | str) -> str:
+    text = key.get_secret_value() if isinstance(key, SecretStr) else key
+    if len(text) < MIN_KEY_CHARS:
+        raise ValueError(f"{KEY_ENV} must be at least {MIN_KEY_CHARS} characters (got {len(text)}; value not shown)")
+    return text
+
+
+class Signer:
+    """Signs and checks versions' metadata with one key."""
+
+    def __init__(self, key: SecretStr | str) -> None:
+        try:
+            self._key = _key_text(key).encode()
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+
+    def sign(self, meta: VersionMeta) -> str:
+        """The signature of ``meta``'s manifest."""
+        return PREFIX + hmac.new(self._key, manifest(meta), hashlib.sha256).hexdigest()
+
+    def seal(self, meta: VersionMeta) -> VersionMeta:
+        """``meta`` with its signature (written after every change of its manifest)."""
+        return meta.changed(signature=self.sign(meta))
+
+    def verify(self, meta: VersionMeta) -> VersionMeta:
+        """``meta`` when its signature matches; else RegistryError saying why."""
+        if not meta.signature:
+            raise RegistryError(f"version {meta.version} is not signed ({KEY_ENV} is set): refused", meta.version)
+        if not hmac.compare_digest(meta.signature.encode(), self.sign(meta).encode()):
+            raise RegistryError(f"version {meta.version} has a wrong signature: refused", meta.version)
+        return meta
+
+
+def signer_for(key: SecretStr | str | None) -> Signer | None:
+    """A signer for ``key``, None without one (versions are neither signed nor checked)."""
+    return Signer(key) if key is not None else None
+
+
+class SigningSettings(BaseModel):
+    """The registry's signing key, as a settings field (``STREAMCL_REGISTRY_SIGNING_KEY``)."""
+
+    registry_signing_key: SecretStr | None = Field(
+        None,
+        description=f"secret (at least {MIN_KEY_CHARS} characters) that signs every version the learner writes "
+        "(HMAC-SHA256 over its checksums); replicas, the gate and the learner then refuse unsigned or wrongly "
+        "signed versions; unset: versions are not signed",
+    )
+
+    @field_validator("registry_signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _key_text(value)
+        return value
