@@ -16,15 +16,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from services._cli_audit import add_forget, cmd_history
 from services._cli_bench import add_bench
 from streaming.errors import StreamclError
 
 
-def _progress_line(platform_urls: dict[str, str], demo: Any) -> str:
+def _progress_line(platform_urls: dict[str, str], demo: Any, metrics_token: Any = None) -> str:
     from streaming.metrics import sample_sum, sample_value
 
+    headers = {"Authorization": f"Bearer {metrics_token.get_secret_value()}"} if metrics_token else {}
     try:
-        with urllib.request.urlopen(platform_urls["metrics"], timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(platform_urls["metrics"], headers=headers), timeout=5) as r:
             text = r.read().decode()
     except OSError:
         text = ""
@@ -67,6 +69,26 @@ def _up_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
     return overrides
 
 
+def demo_token(serve: Any) -> str | None:
+    """The token ``streamcl up --demo`` predicts and sends feedback with: STREAMCL_API_TOKEN, else
+    the first STREAMCL_TOKENS_FILE entry with both roles; None when no token is configured (the
+    API is open). :class:`ConfigError` when tokens close the API but none has both roles."""
+    from streaming.errors import ConfigError
+
+    if serve.api_token is not None:
+        return str(serve.api_token.get_secret_value())
+    entries = json.loads(serve.tokens_file.read_text("utf-8")) if serve.tokens_file is not None else {}
+    for entry in entries.values():  # checked at start-up (ServeSettings)
+        if {"predict", "feedback"} <= set(entry["roles"]):
+            return str(entry["token"])
+    if serve.admin_token is None and not entries:
+        return None
+    raise ConfigError(
+        "--demo predicts and sends feedback, and the configured tokens close /v1 to callers without one: "
+        "set STREAMCL_API_TOKEN, or add a STREAMCL_TOKENS_FILE entry with the roles predict and feedback"
+    )
+
+
 def _print_urls(platform: Any) -> None:
     urls = platform.urls
     print("streamcl: ready", flush=True)
@@ -96,7 +118,7 @@ def _watch(platform: Any, demo: Any, stop: threading.Event, duration: float | No
         platform.supervise()
         if time.monotonic() >= next_line:
             next_line = time.monotonic() + progress_s
-            print(_progress_line(platform.urls, demo), flush=True)
+            print(_progress_line(platform.urls, demo, platform.serve_settings.metrics_token), flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -122,6 +144,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"streamcl: starting (state in {platform.stream.state_dir})", flush=True)
     demo = None
     try:
+        platform.serve_settings.check_listener()  # before anything starts
+        token = demo_token(platform.serve_settings) if args.demo else None
         platform.start()
         # ray.init installs its own SIGTERM handler (which exits at once): ours must win.
         signal.signal(signal.SIGINT, on_signal)
@@ -132,8 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.demo:
             from services.demo import Demo
 
-            token = platform.serve_settings.api_token
-            demo = Demo(args.demo, platform.urls["api"], api_token=token.get_secret_value() if token else None).start()
+            demo = Demo(args.demo, platform.urls["api"], api_token=token).start()
             print(f"streamcl: demo {args.demo!r} sending {len(demo.rows)} tweets per round", flush=True)
         _watch(platform, demo, stop, args.duration, args.progress_s)
     except StreamclError as exc:
@@ -242,6 +265,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     from services.client import ApiCallError, Client
     from services.settings import ServeSettings
 
+    if args.action == "history":
+        return cmd_history(args)
     serve = ServeSettings()
     url = args.url or os.environ.get("STREAMCL_API_URL") or f"http://{serve.host}:{serve.port}"
     token = serve.admin_token.get_secret_value() if serve.admin_token else None
@@ -309,11 +334,11 @@ def _add_tools(sub: Any) -> None:
     wk.add_argument("--stop-actors", action="store_true", help="stop the actors on exit (default: they keep running)")
     wk.set_defaults(func=cmd_workers)
 
-    md = sub.add_parser("model", help="list versions; promote, roll back, pin, unpin (admin token)")
-    md.add_argument("action", choices=["list", "promote", "rollback", "pin", "unpin"])
+    md = sub.add_parser("model", help="list versions; promote, roll back, pin, unpin (admin token); history")
+    md.add_argument("action", choices=["list", "promote", "rollback", "pin", "unpin", "history"])
     md.add_argument("version", nargs="?", type=int, help="version (promote: required; rollback/pin: optional)")
     md.add_argument("--url", help="API URL (default http://STREAMCL_HOST:STREAMCL_PORT or STREAMCL_API_URL)")
-    md.add_argument("--json", action="store_true", help="list: print JSON")
+    md.add_argument("--json", action="store_true", help="list, history: print JSON")
     md.add_argument("--model", metavar="NAME", help="a named model (STREAMCL_MODELS); default: the default model")
     md.set_defaults(func=cmd_model)
 
@@ -326,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
     _add_up(sub)
     _add_tools(sub)
     add_bench(sub)
+    add_forget(sub)
     return p
 
 

@@ -7,6 +7,7 @@ that publish texts and feedback straight to the topics.
     out = api.predict(["the flight was late again"])
     api.feedback(out["predictions"][0]["id"], "negative")
     api.rollback()                          # admin: back to the previous serving version
+    api.forget(["id-1", "id-2"])            # admin: erase the texts of these example ids
     news = Client("http://127.0.0.1:8000", model="news")   # a named model: /v1/models/news/...
 
 Errors come back as :class:`ApiCallError` with the HTTP status and the API's error code.
@@ -24,6 +25,9 @@ from typing import Any
 
 from streaming.events import FeedbackEvent, TextEvent
 from streaming.settings import StreamSettings
+
+#: Seconds :meth:`Client.forget` waits: the controller gives the learner 300 s to write a version.
+FORGET_WAIT_S = 360.0
 
 
 class ApiCallError(Exception):
@@ -74,14 +78,14 @@ class Client:
         return self._call("POST", self._prefix + "/feedback", body)
 
     def model(self) -> dict[str, Any]:
-        return self._call("GET", self._prefix + "/model")
+        return self._call("GET", self._prefix + "/model", read=True)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model of the deployment: name, path, labels, the version this replica serves."""
-        return list(self._call("GET", "/v1/models")["models"])
+        return list(self._call("GET", "/v1/models", read=True)["models"])
 
     def versions(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", self._prefix + "/model/versions")["versions"])
+        return list(self._call("GET", self._prefix + "/model/versions", read=True)["versions"])
 
     def promote(self, version: int) -> dict[str, Any]:
         return self._call("POST", self._prefix + "/model/promote", {"version": version}, admin=True)
@@ -97,9 +101,24 @@ class Client:
     def unpin(self) -> dict[str, Any]:
         return self._call("POST", self._prefix + "/model/unpin", None, admin=True)
 
+    def forget(self, ids: Sequence[str], model: str | None = None, timeout_s: float = FORGET_WAIT_S) -> dict[str, Any]:
+        """Admin: erase the texts of ``ids`` (of ``model``, default: this client's); the answer
+        says which versions trained on them. The learner writes a version: it may take minutes."""
+        prefix = self._prefix if model is None else f"/v1/models/{urllib.parse.quote(model, safe='')}"
+        return self._call("POST", prefix + "/forget", {"ids": list(ids)}, admin=True, timeout_s=timeout_s)
+
     # transport --------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, body: Any = None, admin: bool = False) -> Any:
-        token = self.admin_token if admin else self.api_token
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        admin: bool = False,
+        read: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """``read``: a call any role may make, so an operator with the admin token alone lists versions."""
+        token = self.admin_token if admin else (self.api_token or self.admin_token) if read else self.api_token
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -109,7 +128,7 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
+            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as r:
                 return json.loads(r.read() or b"null")
         except urllib.error.HTTPError as exc:
             raw = exc.read()

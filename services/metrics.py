@@ -13,6 +13,9 @@ from streaming.metrics import MetricGroup, at_zero
 #: HTTP status codes of /v1/predict that start at zero.
 PREDICT_CODES = ("200", "400", "401", "403", "413", "415", "422", "500", "503")
 MODEL_ROLES = ("serving", "candidate")
+#: Why the API refused a call before its model saw it, counted from zero: no token, a wrong token or
+#: role, admin calls disabled, a label or domain over its bounds.
+REFUSAL_REASONS = ("unauthorized", "forbidden", "admin_disabled", "invalid_label", "label_limit", "invalid_domain")
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -28,6 +31,12 @@ class ControllerMetrics(MetricGroup):
         self.promotions = Counter("streamcl_model_promotions", "Versions promoted to serving", registry=r)
         self.rejections = Counter("streamcl_model_rejections", "Candidates refused by the gate", registry=r)
         self.rollbacks = Counter("streamcl_model_rollbacks", "Rollbacks to an earlier version", registry=r)
+        self.audit_failures = Counter(
+            "streamcl_audit_failures",
+            "Audit records of operators' actions not written everywhere (registry file, audit topic); the action "
+            "stands and its answer says so (services/audit.py)",
+            registry=r,
+        )
         self.pointer_recoveries = at_zero(
             Counter(
                 "streamcl_serving_pointer_recoveries",
@@ -116,6 +125,16 @@ class ServeMetrics(MetricGroup):
             ("prediction_log", "feedback"),
         )
         self.replicas_ready = Gauge("streamcl_serve_replicas_ready", "Serve replicas with a model loaded", registry=r)
+        self.refused = at_zero(
+            Counter(
+                "streamcl_http_refused",
+                "API calls refused by reason: unauthorized (401), forbidden and admin_disabled (403), invalid_label, "
+                "label_limit and invalid_domain (422), on the model the path names (else the default one)",
+                ["reason"],
+                registry=r,
+            ),
+            REFUSAL_REASONS,
+        )
 
 
 class PlatformMetrics(MetricGroup):

@@ -1,5 +1,6 @@
 """One scrape URL for the whole platform: the aggregator receives every process's metrics and
-serves their merge (``streaming.metrics.merge_expositions``) at ``/metrics``."""
+serves their merge (``streaming.metrics.merge_expositions``) at ``/metrics``, behind a bearer
+token when ``STREAMCL_METRICS_TOKEN`` is set (the PodMonitor sends it)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from services._auth import bearer_matches
 from services.metrics import all_metrics
 from streaming.metrics import merge_expositions
 
@@ -42,7 +44,9 @@ def down(exposition: str) -> str:
 class MetricsAggregator:
     """Latest exposition per source; merged on scrape. Run as a named Ray actor."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9108, models: list[str] | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9108, models: list[str] | None = None, token: str | None = None
+    ) -> None:
         self._defaults = defaults_exposition()  # every family exists at 0, per model
         self._models = list(models or ["default"])
         self._latest: dict[str, tuple[float, str, dict[str, str]]] = {}
@@ -51,6 +55,11 @@ class MetricsAggregator:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if token is not None:
+                    header = self.headers.get("Authorization", "")
+                    if not bearer_matches(header, token):
+                        self.send_error(403 if header else 401, "a wrong token" if header else "Bearer token required")
+                        return
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics here")
                     return

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from learners.settings import LearnerSettings
 from services._factories import _controller, _joiner, _learner, _monitor
 from services._supervision import PlatformSupervisor
@@ -192,7 +194,12 @@ class Platform:
                 **self._placement(),
                 **({"resources": {"node:__internal_head__": 0.001}} if self.detached else {}),
             )
-            .remote(self.serve_settings.metrics_host, self.serve_settings.metrics_port, [m.name for m in self.models])
+            .remote(
+                self.serve_settings.metrics_host,
+                self.serve_settings.metrics_port,
+                [m.name for m in self.models],
+                _secret(self.serve_settings.metrics_token),
+            )
         )
         self.actors["metrics"] = aggregator
         self.actor_names["metrics"] = AGGREGATOR_NAME
@@ -247,6 +254,7 @@ class Platform:
                 self.platform.prometheus_port,
                 st.metrics_host,
                 self.platform.prometheus_scrape_s,
+                token=st.metrics_token,
             ).start()
             self.urls["prometheus"] = self.prometheus.url
 
@@ -342,6 +350,11 @@ def serve_ingress_environment(ingress: str) -> None:
     if ingress == "haproxy":
         for key, value in HAPROXY_ENV.items():
             os.environ.setdefault(key, value)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    """The text of a secret setting (handed to the actor that checks it), None when unset."""
+    return value.get_secret_value() if value is not None else None
 
 
 def wait_http(url: str, timeout_s: float = 120.0) -> None:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from streaming.broker import die_with_parent
 from streaming.errors import ConfigError, StreamclError
@@ -34,17 +35,30 @@ def prometheus_binary() -> str:
     return found
 
 
-def scrape_config(metrics_url: str, scrape_interval_s: float, rules: Path | None) -> dict:
+def scrape_config(
+    metrics_url: str, scrape_interval_s: float, rules: Path | None, credentials_file: Path | None = None
+) -> dict:
+    """Prometheus's configuration: one job scraping ``metrics_url``, with the bearer token read
+    from ``credentials_file`` when the metrics URL needs one (``STREAMCL_METRICS_TOKEN``)."""
     target = metrics_url.split("://", 1)[-1].split("/", 1)[0]
+    job: dict = {"job_name": "streamcl", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+    if credentials_file is not None:
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(credentials_file)}
     config: dict = {
         "global": {"scrape_interval": f"{scrape_interval_s:g}s", "evaluation_interval": f"{scrape_interval_s:g}s"},
-        "scrape_configs": [
-            {"job_name": "streamcl", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
-        ],
+        "scrape_configs": [job],
     }
     if rules is not None:
         config["rule_files"] = [str(rules)]
     return config
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (mode 0600 from creation on)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class LocalPrometheus:
@@ -58,8 +72,11 @@ class LocalPrometheus:
         host: str = "127.0.0.1",
         scrape_interval_s: float = 5.0,
         rules: Path | None = RULES_FILE,
+        token: SecretStr | None = None,
     ) -> None:
+        """``token``: the metrics URL's bearer token (``STREAMCL_METRICS_TOKEN``), if it needs one."""
         self.metrics_url = metrics_url
+        self.token = token
         self.data_dir = Path(data_dir)
         self.url = f"http://{host}:{port}"
         self.address = f"{host}:{port}"
@@ -68,6 +85,20 @@ class LocalPrometheus:
         if rules is not None and self.rules is None:
             log.warning("rules file %s not found: Prometheus runs without streamcl's alert rules", rules)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        """Write ``prometheus.yml`` in the data dir (the token, if any, in a 0600 file beside it,
+        never inline) and return its path."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        credentials = None
+        if self.token is not None:
+            credentials = self.data_dir / "metrics-token"
+            write_private(credentials, self.token.get_secret_value())
+        config = self.data_dir / "prometheus.yml"
+        config.write_text(
+            yaml.safe_dump(scrape_config(self.metrics_url, self.scrape_interval_s, self.rules, credentials))
+        )
+        return config
 
     def start(self, timeout_s: float = 60.0) -> LocalPrometheus:
         binary = prometheus_binary()
@@ -79,9 +110,7 @@ class LocalPrometheus:
                 raise ConfigError(
                     f"cannot start Prometheus on {self.address}: {exc.strerror} (set STREAMCL_PROMETHEUS_PORT)"
                 ) from None
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.metrics_url, self.scrape_interval_s, self.rules)))
+        config = self.write_config()
         log_file = open(self.data_dir / "prometheus.log", "ab")  # noqa: SIM115 - lives with the process
         self._proc = subprocess.Popen(
             [

@@ -42,7 +42,9 @@ class Api:
 
 def build_app(models: list[ModelSpec], settings: ServeSettings) -> Any:
     """The Serve application for ``models`` (the default one first), with replicas (or
-    autoscaling) and CPU reservation from the settings."""
+    autoscaling) and CPU reservation from the settings. A listener off loopback without a token
+    is refused here, before any replica starts (:meth:`ServeSettings.check_listener`)."""
+    settings.check_listener()
     scaling: dict[str, Any] = {"num_replicas": settings.replicas}
     if settings.max_replicas is not None and settings.max_replicas > settings.replicas:
         scaling = {

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
+from services._auth import Authenticator, check_token, load_tokens_file
+from streaming.errors import ConfigError
+from streaming.events import MAX_LABEL_CHARS
 from streaming.settings import BaseStreamclSettings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` listens on this machine only (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ServeSettings(BaseStreamclSettings):
@@ -16,8 +31,22 @@ class ServeSettings(BaseStreamclSettings):
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     metrics_host: str = Field("127.0.0.1", description="metrics listen address")
     metrics_port: int = Field(9108, ge=1, le=65535, description="port of the one metrics URL")
-    api_token: SecretStr | None = Field(None, description="when set, every /v1 call needs it (Bearer)")
-    admin_token: SecretStr | None = Field(None, description="admin calls need it; unset: refused")
+    api_token: SecretStr | None = Field(
+        None, description="roles predict and feedback; any token set (this, admin, a tokens file) closes every /v1 call"
+    )
+    admin_token: SecretStr | None = Field(None, description="role admin: admin calls need it; unset: refused")
+    tokens_file: Path | None = Field(
+        None,
+        description='more tokens, JSON {"name": {"token": "...", "roles": ["predict", "feedback", "admin"]}} '
+        "(a mounted Secret), read again when it changes",
+    )
+    metrics_token: SecretStr | None = Field(None, description="when set, the metrics URL needs it (Bearer)")
+    allow_anonymous: bool = Field(
+        False, description="let a listener that is not on loopback (STREAMCL_HOST) answer /v1 calls without a token"
+    )
+    max_label_chars: int = Field(
+        MAX_LABEL_CHARS, ge=1, le=MAX_LABEL_CHARS, description="longest label feedback may carry"
+    )
     max_texts_per_request: int = Field(256, ge=1, le=100_000, description="texts per predict request")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body")
     serve_ingress: Literal["haproxy", "proxy"] = Field(
@@ -87,6 +116,31 @@ class ServeSettings(BaseStreamclSettings):
         300.0, gt=0, description="shadow mode: the gate decides after this long even with fewer texts"
     )
     gate_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of the controller scoring candidates")
+
+    @field_validator("api_token", "admin_token", "metrics_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            check_token(f"STREAMCL_{str(info.field_name).upper()}", value.get_secret_value())
+        return value
+
+    @field_validator("tokens_file")
+    @classmethod
+    def _readable_tokens(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_tokens_file(value)  # every token checked at start-up
+        return value
+
+    def check_listener(self) -> None:
+        """Refuse (:class:`~streaming.errors.ConfigError`) to serve /v1 without a token on an
+        address other than loopback, unless STREAMCL_ALLOW_ANONYMOUS says so."""
+        guarded = Authenticator.from_settings(self).guards("predict")
+        if not guarded and not self.allow_anonymous and not is_loopback(self.host):
+            raise ConfigError(
+                f"STREAMCL_HOST={self.host} is not loopback and no token (STREAMCL_API_TOKEN, STREAMCL_ADMIN_TOKEN, "
+                "STREAMCL_TOKENS_FILE) is set: "
+                "set a token, or STREAMCL_ALLOW_ANONYMOUS=true to serve predictions and feedback to anyone"
+            )
 
 
 class MonitorSettings(BaseStreamclSettings):

@@ -5,8 +5,9 @@ through older consumers. Decoding never raises anything but :class:`InvalidEvent
 ``reason`` is one of :data:`DLQ_REASONS`, whatever the bytes: events are flat, so nesting
 deeper than :data:`MAX_DEPTH` is refused (pydantic-core's parser stops at 200 levels, so the
 cost stays linear), and every field is bounded
-(``max_text_chars`` for a text, :data:`MAX_NAME_CHARS` for an id, label or domain,
-:data:`MAX_FIELD_CHARS` for anything else).
+(``max_text_chars`` for a text, :data:`MAX_NAME_CHARS` for an id, :data:`MAX_LABEL_CHARS` for a
+label, :data:`MAX_DOMAIN_CHARS` for a domain, :data:`MAX_FIELD_CHARS` for anything else): one
+client cannot make every later response or metric scrape long.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar
 
@@ -29,8 +30,16 @@ DLQ_ERROR_CHARS = 1024
 #: Deepest JSON nesting a message may have (events are flat; ``meta`` and ``metrics`` hold a
 #: few levels at most).
 MAX_DEPTH = 32
-#: Longest id (as the HTTP API), label or domain, in characters.
+#: Longest id (as the HTTP API), in characters.
 MAX_NAME_CHARS = 256
+#: Longest label (a row of the head, a score in every response), in characters.
+MAX_LABEL_CHARS = 128
+#: Longest domain (a Prometheus label value, a held-out slice), in characters.
+MAX_DOMAIN_CHARS = 128
+#: Distinct domains a model tracks (metric label values, held-out slices); the rest fold into
+#: :data:`OTHER_DOMAIN` (:class:`DomainCap`).
+MAX_DOMAINS = 100
+OTHER_DOMAIN = "other"
 #: Longest any other field may be (``meta``, ``scores``, ``metrics``, an extra field...), in
 #: characters of compact JSON.
 MAX_FIELD_CHARS = 65_536
@@ -47,6 +56,7 @@ DLQ_REASONS: tuple[str, ...] = (
     "empty_text",
     "text_too_long",
     "invalid_label",
+    "label_limit",
     "unjoined_feedback",
     "invalid_event",
 )
@@ -227,7 +237,7 @@ def decode(cls: type[E], raw: bytes | None, max_text_chars: int) -> E:
         raise InvalidEvent("invalid_utf8", f"not valid UTF-8 at byte {exc.start}") from None
     if first["type"] == "json_invalid":  # pydantic-core's parser is the judge (lone surrogates too)
         too_deep = "recursion limit" in first["msg"]
-        raise InvalidEvent("invalid_json", _TOO_DEEP if too_deep else str(first["msg"]))
+        raise InvalidEvent("invalid_json", TOO_DEEP if too_deep else str(first["msg"]))
     try:  # only JSON that pydantic-core parsed comes here: at most 200 levels deep
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -239,8 +249,8 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
     """Validate a parsed JSON value into ``cls`` with streamcl's limits."""
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    if _nests_deeper(obj):
-        raise InvalidEvent("invalid_json", _TOO_DEEP)
+    if nests_deeper(obj):
+        raise InvalidEvent("invalid_json", TOO_DEEP)
     obj.setdefault("v", SCHEMA_VERSION)
     try:
         event = cls.model_validate(obj)
@@ -250,11 +260,12 @@ def validate(cls: type[E], obj: object, max_text_chars: int) -> E:
     return _check_limits(event, max_text_chars, None)
 
 
-_TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels"
+TOO_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels"
 
 
-def _nests_deeper(obj: object) -> bool:
-    """Whether a parsed value nests deeper than :data:`MAX_DEPTH` (iterative: no recursion)."""
+def nests_deeper(obj: object) -> bool:
+    """Whether a parsed value nests deeper than :data:`MAX_DEPTH` (iterative: no recursion; the
+    HTTP API bounds its bodies with it too)."""
     stack: list[tuple[object, int]] = [(obj, 1)]
     while stack:
         value, depth = stack.pop()
@@ -275,14 +286,14 @@ def _check_limits(event: E, max_text_chars: int, size: int | None) -> E:
     if text is not None and (len(text) > max_text_chars or not text.strip()):
         _refuse("text", text, max_text_chars, "empty_text", "text_too_long")
     label = values.get("label")
-    if label is not None and (len(label) > MAX_NAME_CHARS or not label.strip()):
-        _refuse("label", label, MAX_NAME_CHARS, "invalid_label", "invalid_label")
+    if label is not None and (len(label) > MAX_LABEL_CHARS or not label.strip()):
+        _refuse("label", label, MAX_LABEL_CHARS, "invalid_label", "invalid_label")
     domain = values.get("domain")
-    if domain is not None and len(domain) > MAX_NAME_CHARS:
-        raise InvalidEvent("invalid_event", f"field 'domain' has {len(domain)} characters, limit {MAX_NAME_CHARS}")
+    if domain is not None and len(domain) > MAX_DOMAIN_CHARS:
+        raise InvalidEvent("invalid_event", f"field 'domain' has {len(domain)} characters, limit {MAX_DOMAIN_CHARS}")
     nested = [values[n] for n in event.nestable if values[n]]
-    if (extra or nested) and _nests_deeper([*nested, *(extra or {}).values()]):  # the record is level 1
-        raise InvalidEvent("invalid_json", _TOO_DEEP)
+    if (extra or nested) and nests_deeper([*nested, *(extra or {}).values()]):  # the record is level 1
+        raise InvalidEvent("invalid_json", TOO_DEEP)
     # compact JSON is at most a few times the raw bytes (1e15 -> 1000000000000000.0)
     if size is None or size > MAX_FIELD_CHARS // 8:
         _check_field_sizes(event)
@@ -309,6 +320,27 @@ def _check_field_sizes(event: Event) -> None:
         n = len(value) if isinstance(value, str) else len(_compact(value))
         if n > MAX_FIELD_CHARS:
             raise InvalidEvent("invalid_event", f"field '{name}' has {n} characters, limit {MAX_FIELD_CHARS}")
+
+
+class DomainCap:
+    """Keeps the first ``max_domains`` distinct domains and folds every later one into
+    :data:`OTHER_DOMAIN`, so a client cannot grow per-domain metrics, windows and held-out
+    slices without bound; ``known`` (a restart's held-out domains) are kept first."""
+
+    def __init__(self, max_domains: int = MAX_DOMAINS, known: Iterable[str] = ()) -> None:
+        self.max_domains = max_domains
+        self._known: set[str] = set()
+        for domain in known:
+            self.fold(domain)
+
+    def fold(self, domain: str | None) -> str | None:
+        """``domain`` if tracked (or room is left to track it), else :data:`OTHER_DOMAIN`."""
+        if domain is None or domain in self._known:
+            return domain
+        if len(self._known) < self.max_domains:
+            self._known.add(domain)
+            return domain
+        return OTHER_DOMAIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from streaming.errors import ConfigError
+from streaming.events import DLQ_PAYLOAD_BYTES
+from streaming.pii import ENTITIES as PII_ENTITIES
+from streaming.pii import checked_entities
 
 CONFIG_ENV = "STREAMCL_CONFIG"
 
@@ -27,7 +33,8 @@ CONFIG_ENV = "STREAMCL_CONFIG"
 class BaseStreamclSettings(BaseSettings):
     """Common behaviour: prefix ``STREAMCL_``, frozen, unknown keys ignored, YAML file."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMCL_", frozen=True, extra="ignore")
+    # an error names the setting, never its value: a secret (a password, a token) stays out of logs
+    model_config = SettingsConfigDict(env_prefix="STREAMCL_", frozen=True, extra="ignore", hide_input_in_errors=True)
 
     @classmethod
     def settings_customise_sources(
@@ -77,7 +84,27 @@ class StreamSettings(BaseStreamclSettings):
     topic_prefix: str = Field("streamcl", pattern=r"^[A-Za-z0-9._-]{1,200}$", description="topic names prefix")
     topic_partitions: int = Field(1, ge=1, le=1024, description="partitions of topics streamcl creates")
     topic_replication: int = Field(1, ge=1, le=16, description="replication of topics streamcl creates")
+    topic_retention_ms: int | None = Field(
+        7 * 24 * 3600 * 1000,
+        ge=0,
+        description="retention.ms of topics streamcl creates (default 7 days: how long a forgotten text may stay in "
+        "Kafka); 0 or null: the broker's default; existing topics keep theirs",
+    )
     max_text_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted text")
+    max_labels: int = Field(
+        1000,
+        ge=2,
+        le=100_000,
+        description="labels per model (each a row of the head, a score in every answer): feedback with a new label "
+        "past this many is refused (HTTP 422, DLQ label_limit)",
+    )
+    max_domains: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="distinct domains a model tracks (metric series, windows, held-out slices): later ones fold "
+        "into other",
+    )
     join_ttl_s: float = Field(600.0, gt=0, description="how long a text or feedback waits for its pair")
     join_max_pending: int = Field(200_000, ge=1, description="most texts+feedback waiting in the joiner")
     join_checkpoint_s: float = Field(2.0, gt=0, description="joiner state checkpoint interval")
@@ -94,6 +121,26 @@ class StreamSettings(BaseStreamclSettings):
     )
     consumer_group: str = Field("streamcl", description="consumer group prefix")
     state_dir: Path = Field(Path(".state"), description="local state (registry, checkpoints)")
+    pii: Literal["off", "mask"] = Field(
+        "off",
+        description="mask: personal data in every text is replaced by `<ENTITY>` as it enters (API, joiner, DLQ), "
+        "before it is logged, stored or learned; off: texts are kept as sent (docs/operations.md#personal-data)",
+    )
+    pii_entities: Annotated[tuple[str, ...], NoDecode] = Field(
+        PII_ENTITIES, description=f"what STREAMCL_PII=mask masks (comma-separated): {', '.join(PII_ENTITIES)}"
+    )
+    dlq_payload_bytes: int = Field(
+        4096, ge=0, le=DLQ_PAYLOAD_BYTES, description="bytes of a bad message kept in its dead letter (0: none)"
+    )
+
+    @field_validator("pii_entities", mode="before")
+    @classmethod
+    def _entities(cls, value: object) -> object:
+        names = value.split(",") if isinstance(value, str) else value
+        try:
+            return checked_entities(names)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _check_security(self) -> StreamSettings:
@@ -102,7 +149,12 @@ class StreamSettings(BaseStreamclSettings):
         if self.kafka_sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
-            raise ValueError("kafka_sasl_username and kafka_sasl_password are required for SASL")
+            missing = [
+                f"STREAMCL_KAFKA_SASL_{n.upper()}"
+                for n in ("username", "password")
+                if not getattr(self, f"kafka_sasl_{n}")
+            ]
+            raise ValueError(f"{' and '.join(missing)} must be set for SASL {self.kafka_sasl_mechanism}")
         return self
 
     @property
@@ -154,6 +206,7 @@ class Topics:
     models: str
     dlq: str
     drift: str
+    audit: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

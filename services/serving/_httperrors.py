@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from services.metrics import REFUSAL_REASONS
 from services.serving._errors import AdminRefused, ServingError, TooLarge, UnknownModel
 from services.serving._schemas import ErrorBody
 from streaming.events import reason_for
@@ -19,11 +20,11 @@ log = logging.getLogger("streamcl.serve")
 STATUS_TEXT = {
     400: "The body is not JSON (or not UTF-8)",
     401: "No Authorization header",
-    403: "A wrong token, or admin calls are disabled (no admin token set)",
+    403: "A wrong token, a token without the call's role, or admin calls are disabled (no admin token set)",
     404: "No such model or version",
     409: "The version cannot be served now",
     413: "Over a limit: body size, texts per request, characters per text",
-    422: "The body does not match the schema",
+    422: "The body does not match the schema, or a label over a limit (label_limit: labels per model)",
     503: "No model loaded yet, Kafka did not acknowledge the feedback in time (retry after Retry-After), "
     "or the controller did not answer",
 }
@@ -109,17 +110,34 @@ async def on_serving_error(_: Request, exc: Exception) -> Response:
     return _error(status_of(exc), exc.error, exc.detail, {"Retry-After": str(round(retry))} if retry else None)
 
 
-async def on_http_error(_: Request, exc: Exception) -> Response:
+def count_refused(request: Request, reason: str) -> None:
+    """Count a refusal (:data:`~services.metrics.REFUSAL_REASONS`) on the model the path names,
+    else on the default one (a call refused for its token may name no model, or an unknown one)."""
+    if reason not in REFUSAL_REASONS:
+        return
+    replica = request.app.state.replica
+    try:
+        served = replica.served(request.path_params.get("name"))
+    except UnknownModel:
+        served = replica.served(None)
+    served.metrics.refused.labels(reason).inc()
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HttpError):
+        count_refused(request, exc.error)
         return _error(exc.status, exc.error, exc.detail)
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def on_invalid(_: Request, exc: Exception) -> Response:
+async def on_invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return _error(*invalid(exc.errors()))
+    status, error, detail = invalid(exc.errors())
+    domain = any(_loc(p)[:1] == ["domains"] for p in exc.errors())
+    count_refused(request, "invalid_domain" if domain and error == "invalid_request" else error)
+    return _error(status, error, detail)
 
 
 async def on_unexpected(_: Request, exc: Exception) -> Response:

@@ -23,15 +23,15 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from learners.registry import VersionMeta
-from streaming.events import Timestamp, now
+from streaming.events import MAX_DOMAIN_CHARS, MAX_LABEL_CHARS, Timestamp, now
 
 #: A string with a character that is not blank: blank is whitespace to Python's ``str.strip``
 #: (``\s`` with ``\x1c-\x1f``, ``\x85``) or to JSON Schema's regexes (``\s`` with ``\ufeff``),
 #: so the document and the server agree whichever reads the pattern.
 NON_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 ID = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-#: A slice name: events carry at most 256 characters (longer ones would be dead-lettered).
-DOMAIN = Annotated[str, StringConstraints(max_length=256)]
+#: A slice name: events carry at most 128 characters (longer ones would be dead-lettered).
+DOMAIN = Annotated[str, StringConstraints(max_length=MAX_DOMAIN_CHARS)]
 
 
 def _integral(value: Any) -> Any:
@@ -76,7 +76,9 @@ class FeedbackItem(_Request):
     """The true label of a text predicted (or published) earlier under ``id``."""
 
     id: ID
-    label: Annotated[str, StringConstraints(max_length=256, pattern=NON_BLANK)] = Field(description="a class name")
+    label: Annotated[str, StringConstraints(max_length=MAX_LABEL_CHARS, pattern=NON_BLANK)] = Field(
+        description="a class name"
+    )
     ts: Timestamp = Field(default_factory=now, description="Unix seconds; default: now")
 
 

@@ -39,6 +39,10 @@ from streaming.settings import StreamSettings
 
 LABELS = ["negative", "neutral", "positive"]
 ADMIN = "admin-" + uuid.uuid4().hex
+API = "api-" + uuid.uuid4().hex  # any token closes every /v1 call: predict and feedback need this one
+OPERATOR = "operator-" + uuid.uuid4().hex  # every role (a tokens file entry): the fuzzers reach every call
+METRICS = "metrics-" + uuid.uuid4().hex
+DATA = {"Authorization": f"Bearer {API}"}
 DOMAINS = ("airlines", "apple")
 
 
@@ -97,6 +101,8 @@ def platform(broker, tmp_path_factory) -> Iterator[Platform]:
     )
     ensure_topics(stream, stream.topics.all())
     _fill(LocalRegistry(state / "registry"))
+    tokens = state / "tokens.json"
+    tokens.write_text(json.dumps({"operator": {"token": OPERATOR, "roles": ["predict", "feedback", "admin"]}}))
     p = Platform(
         stream,
         LearnerSettings(labels=LABELS),
@@ -104,6 +110,9 @@ def platform(broker, tmp_path_factory) -> Iterator[Platform]:
             port=free_port(),
             metrics_port=free_port(),
             admin_token=ADMIN,
+            api_token=API,
+            tokens_file=tokens,
+            metrics_token=METRICS,
             max_texts_per_request=32,
             replicas=2,
             replica_cpus=0.25,
@@ -122,7 +131,7 @@ def platform(broker, tmp_path_factory) -> Iterator[Platform]:
 
 @pytest.fixture(scope="module")
 def api(platform) -> Client:
-    client = Client(platform.urls["api"], admin_token=ADMIN)
+    client = Client(platform.urls["api"], api_token=API, admin_token=ADMIN)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -194,13 +203,13 @@ def test_admin_calls_need_the_admin_token(platform, api):
 
 def test_limits_and_bad_bodies(platform, api):
     url = platform.urls["api"] + "/v1/predict"
-    assert _raw(url, "POST", json.dumps({"texts": ["x"] * 33}).encode())[0] == 413
-    assert _raw(url, "POST", json.dumps({"texts": ["x" * 10_001]}).encode())[0] == 413
-    assert _raw(url, "POST", b"x" * (65 * 1024))[0] == 413
-    assert _raw(url, "POST", b"{not json")[0] == 400
-    assert _raw(url, "POST", b'{"texts": "\xff\xfe"}')[0] == 400
-    assert _raw(url, "POST", b'{"texts": []}')[0] == 422
-    assert _raw(url, "POST", b'{"texts": [1, 2]}')[0] == 422
+    assert _raw(url, "POST", json.dumps({"texts": ["x"] * 33}).encode(), DATA)[0] == 413
+    assert _raw(url, "POST", json.dumps({"texts": ["x" * 10_001]}).encode(), DATA)[0] == 413
+    assert _raw(url, "POST", b"x" * (65 * 1024), DATA)[0] == 413
+    assert _raw(url, "POST", b"{not json", DATA)[0] == 400
+    assert _raw(url, "POST", b'{"texts": "\xff\xfe"}', DATA)[0] == 400
+    assert _raw(url, "POST", b'{"texts": []}', DATA)[0] == 422
+    assert _raw(url, "POST", b'{"texts": [1, 2]}', DATA)[0] == 422
     schema = _raw(platform.urls["api"] + "/openapi.json", "GET", None)[1]
     assert {"/v1/predict", "/v1/model/promote", "/v1/model/rollback", "/v1/model/pin"} <= set(schema["paths"])
 
@@ -225,7 +234,7 @@ def test_swaps_under_load_fail_nothing_and_reach_every_replica(platform, api):
     stop = threading.Event()
 
     def load(k: int) -> None:
-        client = Client(platform.urls["api"])
+        client = Client(platform.urls["api"], api_token=API)
         i = k
         while not stop.is_set():
             try:
@@ -272,7 +281,7 @@ def test_swaps_under_load_fail_nothing_and_reach_every_replica(platform, api):
 def _post(url: str, body: dict[str, Any] | list[Any]) -> tuple[int, Any]:
     """Status and headers of a POST; a request not answered within 10 s fails the test (the
     contract: every request is answered within 10 s, during faults too)."""
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=DATA)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers  # case-insensitive
@@ -333,6 +342,24 @@ def test_feedback_is_accepted_only_once_kafka_acknowledged_it(platform, api, bro
     assert _feedback_ids_on_topic(platform.stream, set(accepted)) == set(accepted)
 
 
+def test_every_v1_call_and_the_metrics_url_need_their_token(platform, api):
+    """Any token closes every /v1 call (the admin token cannot predict), and the metrics URL
+    needs STREAMCL_METRICS_TOKEN: the platform hands it to the aggregator."""
+    url = platform.urls["api"]
+    assert _raw(url + "/v1/predict", "POST", b'{"texts": ["hi"]}')[0] == 401
+    assert _raw(url + "/v1/predict", "POST", b'{"texts": ["hi"]}', {"Authorization": f"Bearer {ADMIN}"})[0] == 403
+    assert _raw(url + "/v1/predict", "POST", b'{"texts": ["hi"]}', {"Authorization": f"Bearer {OPERATOR}"})[0] == 200
+    assert _raw(url + "/v1/models/nope/predict", "POST", b"{}")[0] == 401
+    metrics = platform.urls["metrics"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(metrics, timeout=10)
+    assert refused.value.code == 401
+    req = urllib.request.Request(metrics, headers={"Authorization": f"Bearer {METRICS}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    assert "streamcl_http_refused_total{" in text and 'reason="unauthorized"' in text
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
@@ -362,7 +389,7 @@ POSTS = ["/v1/predict", "/v1/feedback", "/v1/model/promote", "/v1/model/rollback
 def test_fuzzed_requests_never_get_a_5xx(platform, api, path, body, admin):
     headers = {"Content-Type": "application/json"}
     if admin:
-        headers["Authorization"] = f"Bearer {ADMIN}"
+        headers["Authorization"] = f"Bearer {OPERATOR}"
     if path != "/v1/predict" and path != "/v1/feedback" and admin and body.strip().startswith(b"{"):
         body = b"{}"  # keep the fuzz from moving the serving version around; shape errors are still sent
     status, out = _raw(platform.urls["api"] + path, "POST", body, headers)
@@ -383,7 +410,7 @@ def test_the_served_openapi_document_tells_the_truth(platform, api):
     config = schemathesis.Config.from_path(SCHEMATHESIS_CONFIG)
     config.update(seed=0, max_failures=None)
     project = config.projects.override
-    project.update(headers={"Authorization": f"Bearer {ADMIN}"}, workers=1)
+    project.update(headers={"Authorization": f"Bearer {OPERATOR}"}, workers=1)
     project.checks.update(included_check_names=["all"])
     project.generation.update(max_examples=12)
     schema = schemathesis.openapi.from_url(platform.urls["api"] + "/openapi.json", config=config)
@@ -392,6 +419,10 @@ def test_the_served_openapi_document_tells_the_truth(platform, api):
         if isinstance(event, events.ScenarioFinished):
             generated += len(event.recorder.cases)
             for checks in event.recorder.checks.values():
-                failures += [(c.name, c.failure_info.failure.title) for c in checks if c.failure_info is not None]
+                failures += [
+                    (event.recorder.label, c.name, c.failure_info.failure.title)
+                    for c in checks
+                    if c.failure_info is not None
+                ]
         assert not isinstance(event, (events.FatalError, events.NonFatalError)), event
     assert generated > 100 and not failures, failures[:10]

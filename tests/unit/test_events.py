@@ -11,7 +11,9 @@ from streaming.events import (
     DLQ_PAYLOAD_BYTES,
     DLQ_REASONS,
     MAX_DEPTH,
+    MAX_DOMAIN_CHARS,
     MAX_FIELD_CHARS,
+    MAX_LABEL_CHARS,
     MAX_NAME_CHARS,
     DeadLetter,
     DriftEvent,
@@ -250,10 +252,12 @@ def test_an_unterminated_string_full_of_escaped_quotes_is_refused():
 
 
 def test_names_and_other_fields_are_bounded():
-    assert decode(FeedbackEvent, raw({"id": "a", "label": "l" * MAX_NAME_CHARS}), LIMIT).label
-    assert reason_of(FeedbackEvent, raw({"id": "a", "label": "l" * (MAX_NAME_CHARS + 1)})) == "invalid_label"
+    assert decode(FeedbackEvent, raw({"id": "a", "label": "l" * MAX_LABEL_CHARS}), LIMIT).label
+    assert reason_of(FeedbackEvent, raw({"id": "a", "label": "l" * (MAX_LABEL_CHARS + 1)})) == "invalid_label"
     assert reason_of(TextEvent, raw({"id": "a" * (MAX_NAME_CHARS + 1), "text": "t"})) == "invalid_event"
-    assert reason_of(TextEvent, raw({"id": "a", "text": "t", "domain": "d" * (MAX_NAME_CHARS + 1)})) == "invalid_event"
+    assert (
+        reason_of(TextEvent, raw({"id": "a", "text": "t", "domain": "d" * (MAX_DOMAIN_CHARS + 1)})) == "invalid_event"
+    )
     fits = {"id": "a", "text": "t", "meta": {"k": "é" * (MAX_FIELD_CHARS - 10)}}
     assert decode(TextEvent, raw(fits), LIMIT).meta == fits["meta"]  # characters, not escaped bytes
     over = {"id": "a", "text": "t", "meta": {"k": "é" * MAX_FIELD_CHARS}}

@@ -25,7 +25,8 @@ from services.serving import (
 from services.settings import ServeSettings
 from streaming.settings import StreamSettings
 
-ADMIN = "admin-token"
+ADMIN = "adm-9f4Kq2LzR7wX1mB8nC3vD6tY0pH5sJ"  # tokens are random and at least 32 characters
+API = "api-3hG7kP1qW9zL5xN2mR8vB4tC6yD0fJ"
 
 
 class FakeServed:
@@ -33,7 +34,7 @@ class FakeServed:
 
     def __init__(self, name: str, max_chars: int = 50) -> None:
         self.name = name
-        self.stream = SimpleNamespace(max_text_chars=max_chars)
+        self.stream = SimpleNamespace(max_text_chars=max_chars, max_labels=1000)
         self.metrics = ServeMetrics(CollectorRegistry())
         self.calls: list[Any] = []
         self.ready = True
@@ -73,7 +74,7 @@ class FakeServed:
         version = {"version": 1, "uri": "file:///r/1", "status": "promoted", "parent": None, "offsets": {}}
         return {"model": self.name, "serving": 1, "versions": [{**version, "serving": True}]}
 
-    async def admin(self, action: str, version: int | None) -> dict[str, Any]:
+    async def admin(self, action: str, version: int | None, who: str = "operator") -> dict[str, Any]:
         self.calls.append((action, version))
         if version == 999:
             raise AdminRefused(404, "unknown_version", "there is no version 999")
@@ -97,13 +98,21 @@ class FakeReplica:
         return {"status": "ready", "model_version": 1, "models": {"default": 1, "news": 1}}
 
 
-def client(**settings: Any) -> tuple[TestClient, FakeReplica]:
-    defaults: dict[str, Any] = {"admin_token": ADMIN, "max_texts_per_request": 4, "max_request_bytes": 2048}
+def client(auth: bool = True, **settings: Any) -> tuple[TestClient, FakeReplica]:
+    """A client of the app over a :class:`FakeReplica`; ``auth``: it sends the API token (any
+    token set closes every /v1 call)."""
+    defaults: dict[str, Any] = {
+        "admin_token": ADMIN,
+        "api_token": API,
+        "max_texts_per_request": 4,
+        "max_request_bytes": 2048,
+    }
     replica = FakeReplica(ServeSettings(**{**defaults, **settings}))
-    return TestClient(create_app(replica)), replica  # type: ignore[arg-type]
+    return TestClient(create_app(replica), headers=DATA if auth else None), replica  # type: ignore[arg-type]
 
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
+DATA = {"Authorization": f"Bearer {API}"}
 
 
 def test_predict_answers_and_counts():
@@ -205,7 +214,7 @@ def test_deeply_nested_json_is_a_client_error(path, depth):
 
 
 def test_admin_checks_the_token_before_the_body():
-    c, replica = client()
+    c, replica = client(auth=False)
     assert c.post("/v1/model/rollback", content=b"{bad").status_code == 401
     assert c.post("/v1/model/rollback", content=b"{bad", headers={"Authorization": "Bearer no"}).status_code == 403
     assert c.post("/v1/model/rollback", content=b"{bad", headers=AUTH).status_code == 400
@@ -227,10 +236,10 @@ def test_admin_checks_the_token_before_the_body():
 
 
 def test_the_api_token_guards_every_v1_call_but_health():
-    c, _ = client(api_token="api")
+    c, _ = client(auth=False)
     assert c.post("/v1/predict", json={"texts": ["a"]}).status_code == 401
     assert c.get("/v1/models").status_code == 401
-    assert c.post("/v1/predict", json={"texts": ["a"]}, headers={"Authorization": "Bearer api"}).status_code == 200
+    assert c.post("/v1/predict", json={"texts": ["a"]}, headers={"Authorization": f"Bearer {API}"}).status_code == 200
     assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
     doc = c.get("/openapi.json").json()
     assert "401" in doc["paths"]["/v1/predict"]["post"]["responses"]
@@ -238,7 +247,7 @@ def test_the_api_token_guards_every_v1_call_but_health():
 
 
 def test_the_document_is_generated_with_the_limits_and_one_error_schema():
-    c, _ = client()
+    c, _ = client(auth=False, admin_token=None, api_token=None)  # no token: predict stays open on loopback
     doc = c.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas

@@ -26,7 +26,7 @@ def test_missing_config_file(monkeypatch, tmp_path):
 def test_topics_from_prefix():
     t = Topics.with_prefix("p")
     assert t.texts == "p.texts" and t.dlq == "p.dlq"
-    assert len(set(t.all())) == 7 and t.drift == "p.drift"
+    assert len(set(t.all())) == 8 and t.drift == "p.drift" and t.audit == "p.audit"
 
 
 def test_secrets_are_masked_and_passed_to_kafka():
@@ -43,7 +43,7 @@ def test_secrets_are_masked_and_passed_to_kafka():
     assert cfg["bootstrap_servers"] == ["a:1", "b:2"]
     assert cfg["sasl_plain_password"] == "hunter2"
     assert cfg["ssl_cafile"] == "/ca.pem"
-    assert "hunter2" not in repr(ServeSettings(admin_token="hunter2"))
+    assert "hunter2" not in repr(ServeSettings(admin_token="hunter2-Xq7Lm2Rk9Vb4Nw1Tz6Pd3Hs8Jc5Gf0"))
 
 
 def test_invalid_settings_are_refused():
