@@ -20,6 +20,8 @@ class Example:
     text: str
     label: str
     domain: str | None = None
+    #: the event's id, when known: erasure (learners/erasure.py) finds an example's copies by it
+    id: str | None = None
 
 
 class Learner(ABC):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from learners.base import Example
 
@@ -38,9 +38,10 @@ class Holdout:
         self.every = every
         self.per_domain = per_domain
         self.samples: dict[str, list[tuple[str, str]]] = {}
+        self._ids: dict[str, list[str | None]] = {}  # each sample's id (None: unknown), for erasure
         # once a domain's sample is full, its every k-th example still stays out of training
         # in a window of the most recent ones (the promotion gate scores on both)
-        self.recent: deque[tuple[str, str, str]] = deque(maxlen=max(recent, 1))
+        self.recent: deque[tuple[str, str, str, str | None]] = deque(maxlen=max(recent, 1))
         self.keep_recent = recent > 0
         self.seen: dict[str, int] = {}
         self.best: dict[str, float] = {}
@@ -62,9 +63,10 @@ class Holdout:
             return False
         if len(kept) < self.per_domain:
             kept.append((ex.text, ex.label))
+            self._ids.setdefault(domain, []).append(getattr(ex, "id", None))
             return True
         if self.keep_recent:
-            self.recent.append((ex.text, ex.label, domain))
+            self.recent.append((ex.text, ex.label, domain, getattr(ex, "id", None)))
             return True
         return False
 
@@ -108,12 +110,12 @@ class Holdout:
     def save(self, folder: Path) -> None:
         state = {
             "every": self.every,
-            "samples": self.samples,
+            "samples": {d: [_row((*r, i)) for r, i in zip(rows, self.ids(d))] for d, rows in self.samples.items()},
             "seen": self.seen,
             "best": self.best,
             "best_size": self.best_size,
             "learned": self.learned,
-            "recent": list(self.recent) if self.keep_recent else [],
+            "recent": [_row(r) for r in self.recent] if self.keep_recent else [],
         }
         (folder / HOLDOUT_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
@@ -123,15 +125,48 @@ class Holdout:
         if not path.is_file():
             return False
         state = json.loads(path.read_text(encoding="utf-8"))
-        self.samples = {d: [(str(t), str(y)) for t, y in rows] for d, rows in state.get("samples", {}).items()}
+        samples = state.get("samples", {})
+        self.samples = {d: [(str(r[0]), str(r[1])) for r in rows] for d, rows in samples.items()}
+        self._ids = {d: [_id(r, 2) for r in rows] for d, rows in samples.items()}
         self.seen = {d: int(n) for d, n in state.get("seen", {}).items()}
         self.best = {d: float(a) for d, a in state.get("best", {}).items()}
         self.best_size = {d: int(n) for d, n in state.get("best_size", {}).items()}
         self.learned = {d: float(a) for d, a in state.get("learned", {}).items()}
         self.recent.clear()
         if self.keep_recent:
-            self.recent.extend((str(t), str(y), str(d)) for t, y, d in state.get("recent", []))
+            self.recent.extend((str(r[0]), str(r[1]), str(r[2]), _id(r, 3)) for r in state.get("recent", []))
         return True
+
+    def ids(self, domain: str) -> list[str | None]:
+        """The ids of ``domain``'s samples, in order (None where unknown)."""
+        known = self._ids.get(domain, [])
+        return known + [None] * (len(self.samples.get(domain, [])) - len(known))
+
+    def forget(self, ids: Collection[str]) -> list[str]:
+        """Take the samples whose id is in ``ids`` out (erasure); returns their texts. A domain's
+        best accuracy is then measured on a smaller sample, so it starts over at the next evaluation."""
+        wanted, texts = set(ids), []
+        for domain, rows in self.samples.items():
+            known = self.ids(domain)
+            keep = [i is None or i not in wanted for i in known]
+            texts += [r[0] for r, k in zip(rows, keep) if not k]
+            self.samples[domain] = [r for r, k in zip(rows, keep) if k]
+            self._ids[domain] = [i for i, k in zip(known, keep) if k]
+        recent = [r for r in self.recent if r[3] is None or r[3] not in wanted]
+        texts += [r[0] for r in self.recent if r[3] is not None and r[3] in wanted]
+        self.recent.clear()
+        self.recent.extend(recent)
+        return texts
+
+
+def _row(row: tuple[str | None, ...]) -> list[str | None]:
+    """A sample as a JSON row: without its id when it has none (the format before erasure)."""
+    return list(row) if row[-1] is not None else list(row[:-1])
+
+
+def _id(row: list[Any], at: int) -> str | None:
+    """The id of a stored row (rows written before erasure have none)."""
+    return str(row[at]) if len(row) > at and row[at] is not None else None
 
 
 def gate_rows(folder: Path) -> list[tuple[str, str, str]]:
@@ -142,6 +177,6 @@ def gate_rows(folder: Path) -> list[tuple[str, str, str]]:
     if not path.is_file():
         return []
     state = json.loads(path.read_text(encoding="utf-8"))
-    rows = [(str(t), str(y), str(d)) for d, kept in state.get("samples", {}).items() for t, y in kept]
-    rows += [(str(t), str(y), RECENT) for t, y, _ in state.get("recent", [])]
+    rows = [(str(r[0]), str(r[1]), str(d)) for d, kept in state.get("samples", {}).items() for r in kept]
+    rows += [(str(r[0]), str(r[1]), RECENT) for r in state.get("recent", [])]
     return rows

@@ -10,7 +10,8 @@ kept by one of three policies (``STREAMCL_REPLAY_POLICY``, one meaning for every
 * ``domain_class_balanced``: the same over (domain, label) pairs.
 
 One random source (a ``random.Random`` the learner seeds and saves), one state format (JSON
-rows ``[text, label, domain, logits or null]``). Tensors are made by whoever samples it.
+rows ``[text, label, domain, logits or null]``, then the example's id when it has one, so
+:meth:`ReplayMemory.forget` finds it; rows without one load as before). Tensors are made by whoever samples it.
 Pure Python: importing it costs nothing.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -133,15 +135,31 @@ class ReplayMemory:
         return {
             "seen": self.seen,
             "group_seen": dict(self.group_seen),
-            "buffer": [[ex.text, ex.label, ex.domain, lg] for ex, lg in zip(self.items, self.logits, strict=True)],
+            "buffer": [_row(ex, lg) for ex, lg in zip(self.items, self.logits, strict=True)],
         }
 
     def load(self, state: dict[str, Any]) -> None:
         self.seen = int(state.get("seen", 0))
         self.group_seen = Counter({str(k): int(v) for k, v in state.get("group_seen", {}).items()})
         rows = state.get("buffer", [])[: self.size]
-        self.items = [Example(str(row[0]), str(row[1]), row[2]) for row in rows]
+        self.items = [Example(str(row[0]), str(row[1]), row[2], str(row[4]) if len(row) > 4 else None) for row in rows]
         self.logits = [[float(x) for x in row[3]] if len(row) > 3 and row[3] is not None else None for row in rows]
+
+    def forget(self, ids: Collection[str]) -> list[str]:
+        """Take out the items whose id is in ``ids`` (erasure); returns their texts. The counts
+        of examples seen stay: they say how much streamed, not what."""
+        wanted = set(ids)
+        gone = [i for i, ex in enumerate(self.items) if ex.id is not None and ex.id in wanted]
+        texts = [self.items[i].text for i in gone]
+        for i in reversed(gone):
+            del self.items[i], self.logits[i]
+        return texts
+
+
+def _row(ex: Example, logits: list[float] | None) -> list[Any]:
+    """An item as a JSON row: ``[text, label, domain, logits]``, and its id when it has one."""
+    row: list[Any] = [ex.text, ex.label, ex.domain, logits]
+    return row if ex.id is None else [*row, ex.id]
 
 
 __all__ = ["POLICIES", "ReplayMemory", "ReplaySettings", "balance_key", "rng_state", "set_rng_state"]

@@ -24,6 +24,7 @@ from typing import Any
 from learners.adaptation import DriftAdapter
 from learners.base import Example
 from learners.dedupe import seen_at
+from learners.erasure import ERASED, Erasures, erase_retained, forget_state
 from learners.evaluation import Holdout
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier, set_threads
@@ -32,12 +33,13 @@ from learners.settings import LearnerSettings
 from learners.strategies import build_learner
 from learners.versioning import Versioner, bootstrap_registry
 from streaming.accuracy import RollingAccuracy
-from streaming.deadletter import decode_or_dead_letter
+from streaming.deadletter import DeadLetterPolicy, dead_letter, decode_or_dead_letter
 from streaming.drift import Detection
 from streaming.errors import RegistryError
-from streaming.events import LabeledExample, ModelEvent
+from streaming.events import DomainCap, LabeledExample, ModelEvent, Record
 from streaming.failpoints import failpoint
 from streaming.kafka import Consumer, Producer, offset_key
+from streaming.pii import masker_for
 from streaming.runtime import report_detection
 from streaming.settings import StreamSettings
 
@@ -50,6 +52,19 @@ CATCH_UP_RECORDS = 2000
 #: successor's start this long at most. Renewed every LEASE_RENEW_S and before each version.
 LEASE_TTL_S = 10.0
 LEASE_RENEW_S = 2.0
+
+
+def over_label_limit(batch: list[LabeledExample], known: list[str], max_labels: int) -> list[LabeledExample]:
+    """The examples of ``batch`` whose label is new once ``max_labels`` labels are known (each
+    label is a row of the head and a score in every answer: STREAMCL_MAX_LABELS bounds them)."""
+    labels, refused = set(known), []
+    for ev in batch:
+        if ev.label not in labels:
+            if len(labels) >= max_labels:
+                refused.append(ev)
+            else:
+                labels.add(ev.label)
+    return refused
 
 
 class LearnerService:
@@ -72,8 +87,11 @@ class LearnerService:
         base = self._resume()
         self.parent: int = base.version
         self.prequential = RollingAccuracy(settings.prequential_window)
+        # past STREAMCL_MAX_DOMAINS, domains fold into "other" (prequential, held-out, metrics, memory)
+        self._domains = DomainCap(stream.max_domains, known=self.holdout.seen)
         self.trained_total = base.metrics.examples_trained
         self._producer = Producer(stream, client_id="streamcl-learner", metrics=metrics)
+        self._dlq_policy = DeadLetterPolicy(stream.dlq_payload_bytes, masker_for(stream))  # STREAMCL_DLQ_*, _PII
         if base.status == "candidate" and base.parent is not None:
             # its ModelEvent may have died with the learner that wrote it (the controller ignores
             # a candidate it already decided); sent with the next version's flush
@@ -96,6 +114,7 @@ class LearnerService:
         self._last_lag = 0.0
         self._lag = 0
         self._backlog_rng = random.Random(settings.seed)
+        self.erasures = Erasures()  # operators' erasures, applied between steps
         metrics.labels_known.set(len(self.model.labels))
         log.info("learner starts from version %d at offsets %s", self.parent, self._offsets)
 
@@ -157,21 +176,29 @@ class LearnerService:
 
     def step(self, timeout_s: float = 0.5) -> int:
         self._renew_lease()
+        self.erasures.run(self.erase)
         behind = self._behind()
         records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size + min(behind, CATCH_UP_RECORDS))
         self._lag = max(0, self._lag - len(records))
-        batch: list[LabeledExample] = []
+        decoded: list[tuple[Record, LabeledExample]] = []
         skipped: list[str] = []
         offsets: dict[str, int] = {}
         for rec in records:
             ev = decode_or_dead_letter(
-                LabeledExample, rec, self.stream.max_text_chars, self._producer, self.topics.dlq, self.metrics
+                LabeledExample,
+                rec,
+                self.stream.max_text_chars,
+                self._producer,
+                self.topics.dlq,
+                self.metrics,
+                policy=self._dlq_policy,
             )
             if ev is not None:
-                batch.append(ev)
+                decoded.append((rec, ev))
             else:
                 skipped.append(f"{rec.topic}:{rec.partition}:{rec.offset}")
             offsets[offset_key(rec.topic, rec.partition)] = rec.offset + 1
+        batch = self._within_label_limit(decoded, skipped)
         batch, duplicates = self._split_duplicates(batch)
         batch, dropped = self._sample_backlog(batch)
         fired: list[Detection] = []
@@ -195,6 +222,21 @@ class LearnerService:
             self.write_version()
         return len(records)
 
+    def _within_label_limit(
+        self, decoded: list[tuple[Record, LabeledExample]], skipped: list[str]
+    ) -> list[LabeledExample]:
+        """The examples within STREAMCL_MAX_LABELS; each one whose new label would pass it is
+        dead-lettered (``label_limit``) and its id added to ``skipped``."""
+        limit = self.stream.max_labels
+        refused = {id(ev) for ev in over_label_limit([ev for _, ev in decoded], self.model.labels, limit)}
+        for rec, ev in decoded:
+            if id(ev) in refused:
+                detail = f"a new label past STREAMCL_MAX_LABELS={limit} (the model has {len(self.model.labels)})"
+                dead = rec.dead_letter("label_limit", detail)
+                dead_letter(dead, self._producer, self.topics.dlq, self.metrics, self._dlq_policy)
+                skipped.append(ev.id)
+        return [ev for _, ev in decoded if id(ev) not in refused]
+
     def _split_duplicates(self, labeled: list[LabeledExample]) -> tuple[list[LabeledExample], list[str]]:
         """The examples whose id the lineage has not taken (the first of an id in ``labeled``
         too), and the ids of the others."""
@@ -217,7 +259,7 @@ class LearnerService:
         trained_ids: list[str] = []
         held_ids: list[str] = []
         for ev in labeled:
-            ex = Example(ev.text, ev.label, ev.domain)
+            ex = Example(ev.text, ev.label, self._domains.fold(ev.domain), ev.id)
             if self.holdout.take(ex):
                 held_ids.append(ev.id)
             else:
@@ -282,6 +324,21 @@ class LearnerService:
             uri=meta.uri,
         )
         self._producer.publish(self.topics.models, event, key=self.settings.model_name)
+
+    def forget(self, ids: list[str]) -> dict[str, Any]:
+        """Erase ``ids`` at the next step (thread-safe: the actor's call waits for it)."""
+        return self.erasures.submit(ids)
+
+    def erase(self, ids: list[str]) -> dict[str, Any]:
+        """Take the texts of ``ids`` out of the buffers and held-out samples, write a version
+        without them (its lineage lists them as ``erased``), then drop them from the older
+        retained versions (learners/erasure.py)."""
+        texts = forget_state(self.learner, self.holdout, ids)
+        self.versions.lineage.setdefault(ERASED, []).extend(ids)
+        meta = self.write_version(note=f"erasure of {len(ids)} ids")
+        dropped = erase_retained(self.registry, texts, skip=meta.version)
+        log.warning("erased %d ids (%d texts found) in version %d", len(ids), len(texts), meta.version)
+        return {"version": meta.version, "texts_found": len(texts), "dropped": dropped}
 
     def _snapshot(self, note: str) -> bool:
         """Write a version now when anything was trained since the last one (drift's snapshot)."""

@@ -39,6 +39,20 @@ def _bench_input(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     return rows, {"scenario": None, "data": str(Path(args.data).resolve())}
 
 
+def _masked(rows: list[Any], source: dict[str, Any]) -> list[Any]:
+    """``rows`` as the live service would learn them: with ``STREAMCL_PII=mask`` each text is
+    masked once, here, before the split; ``source`` records the setting (``pii``) for the result."""
+    from dataclasses import replace
+
+    from streaming.pii import masker_for
+    from streaming.settings import StreamSettings
+
+    stream = StreamSettings()  # invalid STREAMCL_* settings: main reports them
+    source["pii"] = stream.pii
+    masker = masker_for(stream)
+    return rows if masker is None else [replace(r, text=masker.mask(r.text)) for r in rows]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """The offline continual-learning benchmark (learners/bench.py); input errors exit 2."""
     from learners.bench import format_table, plot, run_bench, run_seeds
@@ -51,6 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows, source = _bench_input(args)
     except (OSError, ValueError) as exc:
         return bad(str(exc))
+    rows = _masked(rows, source)
     try:
         result = run_seeds(
             run_bench,

@@ -25,14 +25,18 @@ import threading
 import time
 from typing import Any
 
+from learners.erasure import check_ids
 from learners.registry import Registry, ServingState
+from services._forget import forget, ray_calls
+from services.audit import AuditTrail, audit_topic
 from services.gate import Decision, Gate, PromoteNewer
 from services.metrics import ControllerMetrics
-from streaming.deadletter import decode_or_dead_letter
+from streaming.deadletter import DeadLetterPolicy, decode_or_dead_letter
 from streaming.errors import RegistryError
 from streaming.events import ModelEvent
 from streaming.failpoints import failpoint
 from streaming.kafka import Consumer, Producer
+from streaming.pii import masker_for
 from streaming.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class AdminError(Exception):
 class ModelController:
     name = "controller"
     _pointer_ok = True  # False while a lost or corrupt serving pointer cannot be read or rewritten
+    _audit: AuditTrail | None = None
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class ModelController:
         self._lock = threading.RLock()  # admin calls arrive on another thread than step()
         self._pinned_seen = registry.serving_state().pinned
         self._producer = Producer(stream, client_id="streamcl-controller", metrics=metrics)
+        self._dlq_policy = DeadLetterPolicy(stream.dlq_payload_bytes, masker_for(stream))  # STREAMCL_DLQ_*, _PII
         self._consumer = Consumer(stream, group_id=stream.group("controller"), client_id="streamcl-controller")
         self._consumer.assign([stream.topics.models])
         self.check_pointer()
@@ -113,9 +119,9 @@ class ModelController:
         self._pinned_seen = pinned
         records = self._consumer.poll(0.5, max_records=100)
         newest = None
-        dlq, limit = self.stream.topics.dlq, self.stream.max_text_chars
+        dlq, limit, policy = self.stream.topics.dlq, self.stream.max_text_chars, self._dlq_policy
         for rec in records:
-            event = decode_or_dead_letter(ModelEvent, rec, limit, self._producer, dlq, self.metrics)
+            event = decode_or_dead_letter(ModelEvent, rec, limit, self._producer, dlq, self.metrics, policy=policy)
             if event is None:
                 continue
             if event.model == self.model and event.status == "candidate":
@@ -208,9 +214,38 @@ class ModelController:
         return state
 
     # operators --------------------------------------------------------------------------------
+    @property
+    def audit(self) -> AuditTrail:
+        """The audit trail of operators' actions (services/audit.py)."""
+        if self._audit is None:
+            producer = getattr(self, "_producer", None)
+            stream = getattr(self, "stream", None)
+            topic = audit_topic(stream.topics, stream.topic_prefix) if stream is not None else None
+            self._audit = AuditTrail(self.registry, self.model, producer, topic, self.metrics.audit_failures)
+        return self._audit
+
     def admin(self, action: str, version: int | None = None, who: str = "operator") -> dict[str, Any]:
-        """An operator's ``promote``/``rollback``/``pin``/``unpin``; returns the serving state
-        or ``{"error", "status", "detail"}``."""
+        """An operator's ``promote``/``rollback``/``pin``/``unpin``, recorded in the audit trail;
+        returns the serving state or ``{"error", "status", "detail"}`` (and ``audit`` when its
+        record could not be written: the action stands)."""
+        serving = self.registry.serving_state().version if action in ("rollback", "unpin", "pin") else None
+        result = self._admin(action, version, who)
+        written = self.audit.record(action, who, result, version=version, serving_before=serving)
+        return result if written["recorded"] else {**result, "audit": written}
+
+    def forget(self, ids: list[str], who: str = "operator") -> dict[str, Any]:
+        """An operator's erasure of ``ids`` (services/_forget.py), recorded in the audit trail."""
+        try:
+            ids = check_ids(ids)
+        except ValueError as exc:
+            result: dict[str, Any] = {"error": "invalid_request", "status": 422, "detail": str(exc)}
+        else:
+            result = forget(ids, self.model, self.registry, *ray_calls(self.model))
+        trained = result.get("trained_in", {}).get("versions")
+        written = self.audit.record("forget", who, result, ids=ids, versions=trained)
+        return result if written["recorded"] else {**result, "audit": written}
+
+    def _admin(self, action: str, version: int | None, who: str) -> dict[str, Any]:
         try:
             with self._lock:
                 if action == "promote":

@@ -9,11 +9,14 @@ or that was joined among the last :data:`JOINED_IDS`, is dropped and counted (``
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from streaming.accuracy import RollingAccuracy
 from streaming.events import DeadLetter, FeedbackEvent, LabeledExample, PredictionEvent, TextEvent
+from streaming.files import write_json_atomic
 
 #: Ids joined recently (kept in the checkpoint), whose text or feedback coming again is dropped.
 JOINED_IDS = 100_000
@@ -148,6 +151,23 @@ class JoinState:
             self._predictions.popitem(last=False)
         return out
 
+    def forget(self, ids: Iterable[str]) -> int:
+        """Drop the pending texts, feedback and predictions of ``ids`` (erasure by id); returns
+        how many entries went. Joined ids stay known, so a text read again is not joined again."""
+        gone = 0
+        for id_ in set(ids):
+            for pending in (self._texts, self._feedback, self._predictions):
+                gone += pending.pop(id_, None) is not None
+            self._recent.pop(id_, None)
+        return gone
+
+    @staticmethod
+    def forget_json(state: dict[str, Any], ids: Iterable[str]) -> dict[str, Any]:
+        """A saved pending state (:meth:`to_json`) without the entries of ``ids``."""
+        wanted = set(ids)
+        kinds = ("texts", "feedback", "predictions")
+        return {k: [e for e in v if e[0] not in wanted] if k in kinds else v for k, v in state.items()}
+
     def to_json(self) -> dict[str, Any]:
         def dump(d: OrderedDict[str, _Pending]) -> list[list[Any]]:
             return [[k, p.arrival, p.data, list(p.where)] for k, p in d.items()]
@@ -172,3 +192,16 @@ class JoinState:
             for k, arrival, data, where in state.get(name, []):
                 target[k] = _Pending(arrival, data, tuple(where))  # type: ignore[arg-type]
         self._joined = OrderedDict.fromkeys(state.get("joined", [])[-JOINED_IDS:])
+
+
+Durable = tuple[dict[str, int], dict[str, Any]]
+
+
+def forget_durable(path: Path, durable: Durable, ids: Iterable[str]) -> Durable:
+    """A joiner's last checkpoint (offsets, saved state) without the entries of ``ids``; the
+    file at ``path``, when there is one, is rewritten so (same offsets: nothing is read again)."""
+    offsets, state = durable
+    state = JoinState.forget_json(state, ids)
+    if path.exists():
+        write_json_atomic(path, {"offsets": offsets, "state": state})
+    return dict(offsets), state

@@ -3,17 +3,22 @@
 A record that does not decode into its event type never stops a consumer: it goes to the DLQ
 topic as a :class:`~streaming.events.DeadLetter` with the reason, and is counted in
 ``streamcl_dlq_events_total{reason}``, ``streamcl_events_produced_total{topic=<dlq>}`` and
-``streamcl_events_consumed_total{topic, outcome="dlq"}``.
+``streamcl_events_consumed_total{topic, outcome="dlq"}``. A :class:`DeadLetterPolicy` says what
+a dead letter keeps of its message: at most ``STREAMCL_DLQ_PAYLOAD_BYTES``, masked with
+``STREAMCL_PII=mask``.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from streaming.errors import InvalidEvent
-from streaming.events import DeadLetter, Event, Record, decode
+from streaming.events import DLQ_PAYLOAD_BYTES, DeadLetter, Event, Record, decode
 from streaming.metrics import MetricGroup
+from streaming.pii import Masker
 
 E = TypeVar("E", bound=Event)
 
@@ -27,8 +32,38 @@ class Publisher(Protocol):
     def publish(self, topic: str, event: Event, key: str | None = None) -> Any: ...
 
 
-def dead_letter(dead: DeadLetter, producer: Publisher, dlq_topic: str, metrics: MetricGroup) -> None:
-    """Publish ``dead`` to ``dlq_topic``, keyed by where it came from, and count it by reason."""
+@dataclass(frozen=True, slots=True)
+class DeadLetterPolicy:
+    """What a dead letter keeps of its message: its first ``payload_bytes`` (0: nothing), with
+    personal data masked by ``masker`` first (then a payload that is not UTF-8 is kept as text,
+    its invalid bytes replaced, since only text can be masked)."""
+
+    payload_bytes: int = DLQ_PAYLOAD_BYTES
+    masker: Masker | None = None
+
+    def apply(self, dead: DeadLetter) -> DeadLetter:
+        """``dead`` as this policy keeps it."""
+        if self.masker is None and self.payload_bytes >= DLQ_PAYLOAD_BYTES:
+            return dead
+        raw = base64.b64decode(dead.payload) if dead.payload_encoding == "base64" else dead.payload.encode()
+        error, encoding = dead.error, dead.payload_encoding
+        if self.masker is not None:
+            if len(raw) >= DLQ_PAYLOAD_BYTES - 3:  # cut by DeadLetter.for_message: drop the cut word, a
+                raw = raw[: max(raw.rfind(b" "), 0)]  # half e-mail address is no longer recognised
+            raw = self.masker.mask(raw.decode("utf-8", "replace")).encode()
+            error, encoding = self.masker.mask(error), "utf-8"
+        raw = raw[: self.payload_bytes]
+        payload = raw.decode("utf-8", "ignore") if encoding == "utf-8" else base64.b64encode(raw).decode("ascii")
+        return dead.model_copy(update={"payload": payload, "payload_encoding": encoding, "error": error})
+
+
+def dead_letter(
+    dead: DeadLetter, producer: Publisher, dlq_topic: str, metrics: MetricGroup, policy: DeadLetterPolicy | None = None
+) -> None:
+    """Publish ``dead`` to ``dlq_topic`` (as ``policy`` keeps it), keyed by where it came from,
+    and count it by reason."""
+    if policy is not None:
+        dead = policy.apply(dead)
     producer.publish(dlq_topic, dead, key=f"{dead.source_topic}:{dead.partition}:{dead.offset}")
     metrics.dlq.labels(dead.reason).inc()
     metrics.produced.labels(dlq_topic).inc()
@@ -42,6 +77,7 @@ def decode_or_dead_letter(
     dlq_topic: str,
     metrics: MetricGroup,
     outcomes: Outcomes | None = None,
+    policy: DeadLetterPolicy | None = None,
 ) -> E | None:
     """``rec`` decoded as ``cls``, or None after dead-lettering it with its reason.
 
@@ -52,7 +88,7 @@ def decode_or_dead_letter(
     try:
         event: E | None = decode(cls, rec.value, max_text_chars)
     except InvalidEvent as exc:
-        dead_letter(rec.dead_letter(exc.reason, exc.detail), producer, dlq_topic, metrics)
+        dead_letter(rec.dead_letter(exc.reason, exc.detail), producer, dlq_topic, metrics, policy)
         event = None
     key = (rec.topic, "ok" if event is not None else "dlq")
     if outcomes is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,17 +24,19 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from streaming._join import DUPLICATE_KINDS, JoinState
-from streaming.deadletter import Outcomes, count_consumed, dead_letter, decode_or_dead_letter
+from streaming._join import DUPLICATE_KINDS, JoinState, forget_durable
+from streaming.accuracy import RollingAccuracy
+from streaming.deadletter import DeadLetterPolicy, Outcomes, count_consumed, dead_letter, decode_or_dead_letter
 from streaming.errors import ConfigError
-from streaming.events import DeadLetter, FeedbackEvent, PredictionEvent, Record, TextEvent
+from streaming.events import DeadLetter, DomainCap, FeedbackEvent, PredictionEvent, Record, TextEvent
 from streaming.failpoints import failpoint
 from streaming.files import write_json_atomic
 from streaming.kafka import Consumer, Offsets, ProcessProducer, Producer
 from streaming.metrics import MetricGroup, at_zero
+from streaming.pii import masker_for
 from streaming.settings import StreamSettings
 
-__all__ = ["JoinerMetrics", "JoinerService"]
+__all__ = ["JoinerMetrics", "JoinerService", "capped_live_accuracy"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,23 @@ class JoinerMetrics(MetricGroup):
         )
 
 
+class _CappedAccuracy(RollingAccuracy):
+    """Rolling accuracy whose domains past a :class:`~streaming.events.DomainCap` fold into
+    ``other``: one window and one ``streamcl_live_domain_accuracy`` series per tracked domain."""
+
+    def __init__(self, cap: DomainCap) -> None:
+        super().__init__()
+        self._cap = cap
+
+    def add(self, correct: bool, domain: str | None) -> None:
+        super().add(correct, self._cap.fold(domain))
+
+
+def capped_live_accuracy(max_domains: int) -> RollingAccuracy:
+    """The joiner's live accuracy, tracking at most ``max_domains`` domains (the rest: ``other``)."""
+    return _CappedAccuracy(DomainCap(max_domains))
+
+
 class JoinerService:
     """Consumes texts, feedback and predictions; produces labeled examples and dead letters."""
 
@@ -103,6 +123,10 @@ class JoinerService:
         name = "checkpoint.json" if count == 1 else f"checkpoint-{index}-of-{count}.json"
         self.checkpoint_path = checkpoint_path or settings.state_dir / "joiner" / name
         self.clock = clock
+        # texts applications write to the texts topic themselves are masked here, before the join
+        # state, its checkpoint, the labeled topic or the DLQ hold them (STREAMCL_PII=mask)
+        self._masker = masker_for(settings)
+        self._dlq_policy = DeadLetterPolicy(settings.dlq_payload_bytes, self._masker)
         offsets = self._resume()
         self._producer: Producer | ProcessProducer = (
             ProcessProducer(settings, client_id="streamcl-joiner", metrics=metrics)
@@ -121,6 +145,7 @@ class JoinerService:
             self._producer.close()
             raise
         self._durable = (dict(self._offsets), self.state.to_json())  # what a failed step goes back to
+        self._stepping = threading.Lock()  # an erasure (another thread: the actor's call) waits for the step
         self._start_throttle()
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
@@ -132,13 +157,19 @@ class JoinerService:
 
     def _resume(self) -> dict[str, int]:
         """Load the join state from the checkpoint, if any; returns the offsets it covers."""
-        self.state = JoinState(self.settings.join_ttl_s, self.settings.join_max_pending)
+        self.state = self._new_state()
         if not self.checkpoint_path.exists():
             return {}
         saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
         self.state.load_json(saved["state"])
         log.info("joiner resumes from its checkpoint: %d pending", len(self.state))
         return dict(saved["offsets"])
+
+    def _new_state(self) -> JoinState:
+        """An empty join state whose live accuracy tracks at most STREAMCL_MAX_DOMAINS domains."""
+        state = JoinState(self.settings.join_ttl_s, self.settings.join_max_pending)
+        state.live = capped_live_accuracy(self.settings.max_domains)
+        return state
 
     def _assign(self, offsets: dict[str, int]) -> Offsets:
         """Take this shard's partitions, from the checkpoint's offsets unless the group went further."""
@@ -165,7 +196,7 @@ class JoinerService:
                 self.checkpoint_path,
                 stale,
             )
-            self.state = JoinState(self.settings.join_ttl_s, self.settings.join_max_pending)
+            self.state = self._new_state()
             offsets = {}
         return self._consumer.assign(topics, offsets, shard=self.shard)
 
@@ -214,11 +245,21 @@ class JoinerService:
     def step(self, timeout_s: float = 0.2) -> int:
         """Poll once, handle what came, expire and checkpoint when due; returns records read.
         If any of it raises, the joiner is back at its last checkpoint first (:meth:`rewind`)."""
-        try:
-            return self._step(timeout_s)
-        except Exception:
-            self.rewind()
-            raise
+        with self._stepping:
+            try:
+                return self._step(timeout_s)
+            except Exception:
+                self.rewind()
+                raise
+
+    def forget(self, ids: list[str]) -> dict[str, Any]:
+        """Erase ``ids`` between two steps: from the pending state and the last checkpoint (the
+        joined ids stay known, so a text read again is not joined again)."""
+        with self._stepping:
+            dropped = self.state.forget(ids)
+            self._durable = forget_durable(self.checkpoint_path, self._durable, ids)
+            self._publish_gauges()
+        return {"shard": list(self.shard), "pending_dropped": dropped}
 
     def _step(self, timeout_s: float) -> int:
         if self._hold_back(timeout_s):
@@ -238,17 +279,19 @@ class JoinerService:
         t = self.topics
         max_chars, producer, dlq, m = self.settings.max_text_chars, self._producer, t.dlq, self.metrics
         now = self._now()
-        state, publish, labeled = self.state, producer.publish, t.labeled
+        state, publish, labeled, masker = self.state, producer.publish, t.labeled, self._masker
         outcomes: Outcomes = {}  # metrics once per poll, not per message
         joined = 0
         for rec in records:
             topic = rec.topic
             kind = FeedbackEvent if topic == t.feedback else TextEvent if topic == t.texts else PredictionEvent
-            event = decode_or_dead_letter(kind, rec, max_chars, producer, dlq, m, outcomes)
+            event = decode_or_dead_letter(kind, rec, max_chars, producer, dlq, m, outcomes, self._dlq_policy)
             out = None
             if isinstance(event, FeedbackEvent):
                 out = state.add_feedback(event, now, (topic, rec.partition, rec.offset))
             elif isinstance(event, TextEvent):
+                if masker is not None:
+                    event = event.model_copy(update={"text": masker.mask(event.text)})
                 out = state.add_text(event, now)
             elif isinstance(event, PredictionEvent):
                 state.add_prediction(event, now)
@@ -271,7 +314,7 @@ class JoinerService:
         self._publish_gauges()
 
     def _dead_letter(self, dead: DeadLetter) -> None:
-        dead_letter(dead, self._producer, self.topics.dlq, self.metrics)
+        dead_letter(dead, self._producer, self.topics.dlq, self.metrics, self._dlq_policy)
         self.counts["dlq"] += 1
 
     def _expire(self) -> None:

@@ -51,7 +51,8 @@ def parse_offset_key(key: str) -> TopicPartition:
 def ensure_topics(
     settings: StreamSettings, names: Iterable[str], partitions: int | None = None, timeout_s: float = 30.0
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    """Create the topics that do not exist yet, with STREAMCL_TOPIC_RETENTION_MS as their
+    ``retention.ms`` (existing ones are left as they are)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -61,6 +62,8 @@ def ensure_topics(
             if time.monotonic() > deadline:
                 raise BrokerError(f"no Kafka broker at {settings.bootstrap}", settings.bootstrap) from exc
             time.sleep(0.5)
+    retention = settings.topic_retention_ms
+    configs = {"retention.ms": str(retention)} if retention else {}
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -68,6 +71,7 @@ def ensure_topics(
                 name,
                 num_partitions=partitions or settings.topic_partitions,
                 replication_factor=settings.topic_replication,
+                topic_configs=configs,
             )
             for name in names
             if name not in existing

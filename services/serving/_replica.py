@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from ray.exceptions import RayError
 
 from learners.registry import registry_for
+from services._forget import FORGET_TIMEOUT_S
 from services.metrics import ServeMetrics
 from services.serving._errors import AdminRefused, ControllerUnavailable, NotAcknowledged, NotReady, UnknownModel
 from services.serving._eventlog import EventLog
@@ -141,20 +142,29 @@ class Served:
             "versions": [{**data, "serving": version == serving} for version, data in listed if data],
         }
 
-    async def admin(self, action: str, version: int | None) -> dict[str, Any]:
-        """An operator's ``promote``/``rollback``/``pin``/``unpin`` through the model controller;
-        this replica swaps at once, the others within a poll."""
+    async def admin(self, action: str, version: int | None, who: str = "an operator (HTTP)") -> dict[str, Any]:
+        """An operator's ``promote``/``rollback``/``pin``/``unpin`` through the model controller,
+        audited under ``who`` (the token's name); this replica swaps at once, the others within a poll."""
+        result = await self._call_controller(ADMIN_TIMEOUT_S, "admin", action, version, who)
+        await asyncio.to_thread(self.follower.sync)
+        return result
+
+    async def forget(self, ids: list[str], who: str) -> dict[str, Any]:
+        """An operator's erasure of ``ids`` through the model controller (services/_forget.py),
+        audited under ``who``; the learner writes a version, so it may take minutes."""
+        return await self._call_controller(FORGET_TIMEOUT_S + 30, "forget", ids, who)
+
+    async def _call_controller(self, timeout_s: float, method: str, *args: Any) -> dict[str, Any]:
+        """The controller's answer to ``method(*args)``; :class:`ControllerUnavailable` when it
+        does not answer in time, :class:`AdminRefused` when it refuses."""
         try:
             controller = self._controller()
-            result = await asyncio.wait_for(
-                controller.call.remote("admin", action, version, "an operator (HTTP)"), timeout=ADMIN_TIMEOUT_S
-            )
+            result = await asyncio.wait_for(controller.call.remote(method, *args), timeout=timeout_s)
         except (TimeoutError, ValueError, RayError) as exc:
             self.controller_handle = None
             raise ControllerUnavailable(f"the model controller did not answer: {type(exc).__name__}") from None
         if "error" in result:
             raise AdminRefused(int(result["status"]), result["error"], result["detail"])
-        await asyncio.to_thread(self.follower.sync)
         return dict(result)
 
     def _controller(self) -> Any:
