@@ -85,6 +85,7 @@ class FineTuneLearner(Learner):
         model.eval()
         self._loss = nn.CrossEntropyLoss()
         self._optimizer = self._make_optimizer()
+        self._served: Tensor = torch.zeros(0, 0)  # the last step's prequential logits (known labels)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.model, self.lr, self.head_lr, self.weight_decay, self.lr_scale)
@@ -112,8 +113,9 @@ class FineTuneLearner(Learner):
         with torch.no_grad():
             # Prequential: the prediction of the model as it was before this batch, so a
             # label it had not seen yet cannot be predicted.
+            self._served = model.served_logits(logits.detach())[: len(batch), : len(known)]
             if known:
-                best = logits[: len(batch), : len(known)].argmax(-1).tolist()
+                best = self._served.argmax(-1).tolist()
                 preds: list[str | None] = [known[i] for i in best]
             else:
                 preds = [None] * len(batch)

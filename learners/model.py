@@ -57,6 +57,15 @@ class TextClassifier(nn.Module):
         self.labels: list[str] = list(labels)
         hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.head = nn.Linear(hidden, len(self.labels))
+        #: The class-statistics discriminant over the frozen layers (learners.classstats), served
+        #: beside the head; None: the head alone.
+        self.stats_head: nn.Linear | None = None
+        self.stats_weight = 1.0
+        self.stats_layer = 0  # the discriminant reads the pooled output of this many bottom layers
+        self.score_temperature = 1.0  # served scores: softmax(served logits / this); labels unchanged
+        self._captured: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self._hook: Any = None
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -84,6 +93,10 @@ class TextClassifier(nn.Module):
             with _no_init():  # every weight is loaded next: random init would be wasted time
                 encoder = AutoModel.from_config(config)
                 model = cls(encoder, tokenizer, info["labels"], int(info["max_length"]))
+                stats = info.get("stats")
+                if stats:
+                    model.use_stats_head(int(stats["layer"]), float(stats["weight"]))
+                    model.score_temperature = float(stats.get("temperature", 1.0))
             # read whole, not memory-mapped: a file rewritten or truncated under a mapping would
             # kill the process (SIGBUS) instead of raising here
             state = load((folder / WEIGHTS_FILE).read_bytes())
@@ -100,7 +113,13 @@ class TextClassifier(nn.Module):
         save_file(state, str(folder / WEIGHTS_FILE))
         self.encoder.config.save_pretrained(folder)  # type: ignore[union-attr,operator]
         self.tokenizer.save_pretrained(folder)
-        info = {"labels": self.labels, "max_length": self.max_length, "pooling": "mean"}
+        info: dict[str, Any] = {"labels": self.labels, "max_length": self.max_length, "pooling": "mean"}
+        if self.stats_head is not None:
+            info["stats"] = {
+                "layer": self.stats_layer,
+                "weight": self.stats_weight,
+                "temperature": self.score_temperature,
+            }
         (folder / CLASSIFIER_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
 
     # labels ---------------------------------------------------------------------------------
@@ -119,6 +138,14 @@ class TextClassifier(nn.Module):
                 head.weight[old.out_features :] = old.weight.mean(0, keepdim=True)
                 head.bias[old.out_features :] = old.bias.mean()
         self.head = head
+        if self.stats_head is not None:
+            stats = nn.Linear(old.in_features, len(self.labels) + len(new))
+            with torch.no_grad():
+                stats.weight.zero_()
+                stats.bias.fill_(-1e4)  # no statistics yet: never chosen over a label with some
+                stats.weight[: old.out_features] = self.stats_head.weight
+                stats.bias[: old.out_features] = self.stats_head.bias
+            self.stats_head = stats.requires_grad_(False)
         self.labels.extend(new)
         return new
 
@@ -135,7 +162,25 @@ class TextClassifier(nn.Module):
         return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The fine-tuned head's logits (what the learners train); with a statistics head, the
+        frozen layers' pooled output of the same pass is kept for :meth:`frozen_pooled`."""
+        self._mask = attention_mask
         return self.head(self.embed(input_ids, attention_mask))
+
+    def frozen_pooled(self) -> torch.Tensor:
+        """The mean-pooled output of the frozen bottom layers in the last forward pass."""
+        if self._captured is None or self._mask is None:
+            raise RuntimeError("no forward pass with a statistics head yet")
+        mask = self._mask.unsqueeze(-1).to(self._captured.dtype)
+        return (self._captured * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def served_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model answers with, from the head's ``logits`` of the last forward pass: the
+        head alone, or the sum of the head's and the discriminant's log-probabilities."""
+        if self.stats_head is None or not self.labels:
+            return logits
+        stats = self.stats_head(self.frozen_pooled().to(logits.dtype))
+        return torch.log_softmax(logits, -1) + self.stats_weight * torch.log_softmax(stats, -1)
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
@@ -143,7 +188,27 @@ class TextClassifier(nn.Module):
         if not texts:
             return []
         logits = self(**self.tokenize(texts))
-        return self.decode(logits)
+        return self.decode(self.served_logits(logits) / self.score_temperature)
+
+    def use_stats_head(self, layer: int, weight: float) -> None:
+        """Serve a class-statistics discriminant over the pooled output of the bottom ``layer``
+        encoder layers (which must stay frozen) beside the head, weighted ``weight``."""
+        layers = _encoder_layers(self.encoder)
+        if not 0 < layer <= len(layers):
+            raise RegistryError(f"statistics layer {layer} outside 1..{len(layers)}")
+        if self._hook is not None:
+            self._hook.remove()
+        self.stats_layer, self.stats_weight = layer, weight
+        self._hook = layers[layer - 1].register_forward_hook(self._capture)
+        if self.stats_head is None or self.stats_head.out_features != len(self.labels):
+            stats = nn.Linear(self.head.in_features, len(self.labels))
+            with torch.no_grad():
+                stats.weight.zero_()
+                stats.bias.fill_(-1e4)
+            self.stats_head = stats.requires_grad_(False)
+
+    def _capture(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._captured = (output[0] if isinstance(output, tuple) else output).detach()
 
     def decode(self, logits: torch.Tensor) -> list[Prediction]:
         if not self.labels:
@@ -154,6 +219,10 @@ class TextClassifier(nn.Module):
             best = max(range(len(row)), key=row.__getitem__)
             out.append(Prediction(self.labels[best], {lab: round(p, 6) for lab, p in zip(self.labels, row)}))
         return out
+
+    def encoder_depth(self) -> int:
+        """The number of transformer layers of the encoder."""
+        return len(_encoder_layers(self.encoder))
 
     def freeze_below(self, trainable_layers: int) -> None:
         """Train only the top ``trainable_layers`` encoder layers and the head (-1: all)."""

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from learners.base import Example
+from learners.classstats import attach_class_stats, refresh_discriminant
 from learners.finetune import FineTuneLearner
 from learners.memory import ReplayMemory, rng_state, set_rng_state
 from learners.model import TextClassifier
@@ -51,9 +52,14 @@ class ReplayLearner(FineTuneLearner):
         replay_ratio: float = 0.25,
         replay_policy: str = "domain_class_balanced",
         logit_alpha: float = 1.0,
+        class_stats_weight: float = 0.0,
+        class_stats_shrinkage: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
+        self.class_stats_weight = class_stats_weight
+        self.class_stats_shrinkage = class_stats_shrinkage
+        self._stats = attach_class_stats(model, self.trainable_layers, class_stats_weight, class_stats_shrinkage)
         self.logit_alpha = logit_alpha
         self.buffer_size = buffer_size
         self.buffer_fraction = buffer_fraction
@@ -72,10 +78,24 @@ class ReplayLearner(FineTuneLearner):
         chosen = self._buffer.sample(k)
         self._replayed_logits = [self._buffer.logits[i] for i in chosen]
         preds = self._step(batch, [self._buffer.items[i] for i in chosen])
+        if self._stats is not None:
+            self._update_stats(batch)
         stored = self._new_logits.tolist() if self.logit_alpha and self._new_logits is not None else None
         for i, ex in enumerate(batch):
             self._buffer.add(ex, stored[i] if stored else None)
         return preds
+
+    def _update_stats(self, batch: Sequence[Example]) -> None:
+        """Count the new examples in the class statistics, calibrate the served scores on their
+        prequential logits, and write the new discriminant into the model."""
+        assert self._stats is not None
+        known = {label: i for i, label in enumerate(self.model.labels[: self._served.shape[1]])}
+        rows = [i for i, ex in enumerate(batch) if ex.label in known]
+        if rows and self._served.shape[1] > 1:
+            target = torch.tensor([known[batch[i].label] for i in rows])
+            self.model.score_temperature = self._stats.calibrate(self._served[rows], target)
+        self._stats.add(self.model.frozen_pooled()[: len(batch)], [ex.label for ex in batch])
+        refresh_discriminant(self.model, self._stats)
 
     def _objective(self, logits: Tensor, target: Tensor, n_new: int) -> Tensor:
         """The label loss, plus ``logit_alpha`` times the mean squared distance between the
@@ -94,11 +114,15 @@ class ReplayLearner(FineTuneLearner):
 
     def save_state(self, folder: Path) -> None:
         super().save_state(folder)
+        if self._stats is not None:
+            self._stats.save(folder)
         state = {**self._buffer.state(), "rng": rng_state(self._rng)}
         (folder / STATE_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     def load_state(self, folder: Path) -> None:
         super().load_state(folder)
+        if self._stats is not None and self._stats.load(folder):
+            refresh_discriminant(self.model, self._stats)
         path = folder / STATE_FILE
         if not path.is_file():
             return

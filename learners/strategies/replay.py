@@ -27,6 +27,17 @@ class RehearsalSettings(ReplaySettings):
         "(dark experience replay); 0: labels only",
     )
 
+    class_stats_weight: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="replay, er-ace: weight of the class-statistics discriminant on the frozen layers served beside "
+        "the head (learners/classstats.py); 0: the head alone",
+    )
+    class_stats_shrinkage: float = Field(
+        0.1, gt=0, le=1, description="replay, er-ace: shrinkage of the class statistics' covariance towards its mean"
+    )
+
 
 def rehearsal_args(settings: LearnerSettings) -> dict[str, Any]:
     """The constructor arguments of the rehearsal learners (``replay``, ``er-ace``)."""
@@ -37,6 +48,8 @@ def rehearsal_args(settings: LearnerSettings) -> dict[str, Any]:
         "replay_ratio": own.replay_ratio,
         "replay_policy": own.replay_policy,
         "logit_alpha": own.replay_logit_alpha,
+        "class_stats_weight": own.class_stats_weight,
+        "class_stats_shrinkage": own.class_stats_shrinkage,
         **fine_tune_args(settings),
     }
 
