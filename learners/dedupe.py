@@ -6,11 +6,16 @@ A bounded first-in-first-out window of 64-bit hashes (BLAKE2b) of the ids: ``cap
 version's checksums), so a learner resuming from version V knows exactly the ids the lineage
 up to V took. An id older than the window is taken again; two different ids share a hash with
 a probability of about n²/2⁶⁵ (1e-8 for a million ids), and the second is then refused.
+
+Erased ids (learners/erasure.py) are taken too, and besides kept by name in :data:`ERASED_FILE`
+(the newest ``max(capacity, MIN_ERASED)`` of them), so a record of one still unread in the
+labeled topic, or read again after its hash left the window, is never trained again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 from array import array
@@ -22,13 +27,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from learners.registry import Registry, VersionMeta
 
-__all__ = ["DEDUPE_FILE", "MAGIC", "TAKEN", "SeenIds", "id_hash", "seen_at"]
+__all__ = ["DEDUPE_FILE", "ERASED_FILE", "MAGIC", "MIN_ERASED", "TAKEN", "SeenIds", "id_hash", "seen_at"]
 
 log = logging.getLogger(__name__)
 
 #: A version's window of taken ids: :data:`MAGIC`, then little-endian uint64 hashes, oldest first.
 DEDUPE_FILE = "dedupe.bin"
 MAGIC = b"SCLIDS1\n"
+#: A version's erased ids (a JSON list, oldest first), written once any id was erased.
+ERASED_FILE = "erased.json"
+#: Fewest erased ids remembered, whatever the window (``capacity`` 0 included).
+MIN_ERASED = 100_000
 #: The lineage lists whose ids count as taken (``skipped`` holds record positions, not ids).
 TAKEN = ("trained", "held_out", "backlog_skipped")
 
@@ -47,6 +56,21 @@ class SeenIds:
         self._order: deque[int] = deque()
         self._set: set[int] = set()
         self._add_hashes(hashes)
+        self.erased: dict[str, None] = {}  # insertion-ordered: the oldest leave first
+
+    def erase(self, ids: Iterable[str]) -> None:
+        """Remember ``ids`` as erased (and taken): :meth:`is_erased` holds for them from now on."""
+        ids = list(ids)
+        self.add(ids)
+        for id_ in ids:
+            self.erased.pop(id_, None)
+            self.erased[id_] = None
+        for old in list(self.erased)[: max(0, len(self.erased) - max(self.capacity, MIN_ERASED))]:
+            del self.erased[old]
+
+    def is_erased(self, id_: str) -> bool:
+        """Whether an operator erased ``id_`` (it is never taken again)."""
+        return id_ in self.erased
 
     def __len__(self) -> int:
         return len(self._order)
@@ -82,6 +106,7 @@ class SeenIds:
         return out
 
     def clear(self) -> None:
+        """Forget the taken ids (a new broker's stream starts over); the erased ones stay."""
         self._order.clear()
         self._set.clear()
 
@@ -106,6 +131,15 @@ class SeenIds:
 
     def save(self, folder: Path) -> None:
         (folder / DEDUPE_FILE).write_bytes(self.to_bytes())
+        if self.erased:
+            (folder / ERASED_FILE).write_text(json.dumps(list(self.erased), ensure_ascii=False), encoding="utf-8")
+
+    def load_erased(self, folder: Path) -> SeenIds:
+        """Add the erased ids of a version folder's :data:`ERASED_FILE` (none without one)."""
+        path = folder / ERASED_FILE
+        if path.is_file():
+            self.erase(str(i) for i in json.loads(path.read_text(encoding="utf-8")))
+        return self
 
 
 def seen_at(registry: Registry, meta: VersionMeta, folder: Path, capacity: int) -> SeenIds:
@@ -114,9 +148,9 @@ def seen_at(registry: Registry, meta: VersionMeta, folder: Path, capacity: int) 
     ancestors, newest back, until ``capacity`` ids are known."""
     path = folder / DEDUPE_FILE
     if path.is_file():
-        return SeenIds.from_bytes(path.read_bytes(), capacity)
+        return SeenIds.from_bytes(path.read_bytes(), capacity).load_erased(folder)
     if meta.parent is None and not meta.consumed:
-        return SeenIds(capacity)  # the start-up version: nothing taken yet
+        return SeenIds(capacity).load_erased(folder)  # the start-up version: nothing taken yet
     chunks: list[list[str]] = []
     known = 0
     version: int | None = meta.version
@@ -135,4 +169,4 @@ def seen_at(registry: Registry, meta: VersionMeta, folder: Path, capacity: int) 
     seen = SeenIds(capacity)
     for ids in reversed(chunks):
         seen.add(ids)
-    return seen
+    return seen.load_erased(folder)

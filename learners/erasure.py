@@ -6,7 +6,8 @@ example's id. :func:`forget_state` saves the learner's state to a scratch folder
 of the ids there and in the held-out samples, takes out every row holding one of those texts,
 and loads the state back, so it works for every strategy without knowing its files. The caller
 then writes a version (without the texts) and :func:`erase_retained` drops the files that still
-hold them from the older retained versions (a dropped file leaves its version loadable: a
+hold them, or a row of one of the ids (:func:`retained_texts`: an example a buffer has since
+replaced is found by its id there), from the older retained versions (a dropped file leaves its version loadable: a
 held-out sample or learner state that is missing starts empty). Lineage keeps the ids: the new
 version lists them as ``erased``, and :func:`trained_in` says which versions trained on them.
 """
@@ -18,32 +19,37 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from learners.base import Learner
 from learners.evaluation import HOLDOUT_FILE, Holdout
-from learners.registry import LINEAGE_FILE, META_FILE, Registry
+from learners.registry import LINEAGE_FILE, META_FILE, Registry, VersionMeta
 from streaming.errors import RegistryError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ERASED",
+    "ID_ROWS",
     "MAX_FORGET_IDS",
+    "REFUSED",
     "Erasures",
     "check_ids",
     "erase_retained",
     "forget_state",
     "holds",
+    "retained_texts",
     "scrub",
     "trained_in",
 ]
 
 #: The lineage list of the ids erased since the parent version.
 ERASED = "erased"
+#: The lineage list of the erased ids read again (unread records, a replay) and refused.
+REFUSED = "erased_refused"
 #: Most ids one erasure request may name.
 MAX_FORGET_IDS = 1000
 #: Longest id (as for every event's id).
@@ -65,36 +71,52 @@ def check_ids(ids: Iterable[Any]) -> list[str]:
     return out
 
 
+#: Lists of rows that end with the example's id, by the key that holds them: a strategy's window
+#: (``[text, label, domain, id]``), a held-out sample's domains (``[text, label, id]``) and its
+#: recent window (``[text, label, domain, id]``). Elsewhere only a replay memory's rows match by id.
+ID_ROWS = {"window": 3, "samples": 2, "recent": 3}
+
+
 def scrub(value: Any, ids: Collection[str], texts: set[str]) -> tuple[Any, set[str]]:
     """``value`` (parsed JSON) without its rows of ``ids`` or ``texts`` (a row: an array whose
     first item is a text; its id, when it has one, is its last item); returns it and the texts
     of the rows taken out."""
     found: set[str] = set()
 
-    def walk(v: Any) -> Any:
+    def walk(v: Any, at: int | None) -> Any:
         if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
+            return {k: walk(x, ID_ROWS.get(k) if at is None else at) for k, x in v.items()}
         if not isinstance(v, list):
             return v
         kept = []
         for item in v:
-            if _row_of(item, ids, texts):
+            if _row_of(item, ids, texts, at):
                 found.add(item[0])
             else:
-                kept.append(walk(item))
+                kept.append(walk(item, None))
         return kept
 
-    return walk(value), found
+    return walk(value, None), found
 
 
-def _row_of(item: Any, ids: Collection[str], texts: set[str]) -> bool:
-    """A row of one of ``texts``, or a replay memory's row (``[text, label, domain, logits, id]``,
-    learners/memory.py) of one of ``ids``."""
+def _row_of(item: Any, ids: Collection[str], texts: set[str], at: int | None = None) -> bool:
+    """A row of one of ``texts``, a replay memory's row (``[text, label, domain, logits, id]``,
+    learners/memory.py) of one of ``ids``, or a row of one of ``ids`` in a list of
+    :data:`ID_ROWS` (its id at ``at``)."""
     if not isinstance(item, list) or len(item) < 2 or not isinstance(item[0], str):
         return False
     if item[0] in texts:
         return True
+    if at is not None and len(item) == at + 1 and isinstance(item[at], str) and item[at] in ids:
+        return True
     return len(item) == 5 and (item[3] is None or isinstance(item[3], list)) and item[4] in ids
+
+
+def _texts_of(states: Iterable[Any], ids: Collection[str], texts: set[str]) -> set[str]:
+    """``texts`` with the texts of the rows of ``ids`` in ``states`` (parsed JSON) added."""
+    for state in states:
+        texts |= scrub(state, ids, texts)[1]
+    return texts
 
 
 def _scrub_folder(folder: Path, ids: Collection[str], texts: set[str]) -> set[str]:
@@ -102,8 +124,7 @@ def _scrub_folder(folder: Path, ids: Collection[str], texts: set[str]) -> set[st
     ids give texts, then every row of those texts goes); returns the texts found."""
     files = sorted(folder.glob("*.json"))
     states = {p: json.loads(p.read_text(encoding="utf-8")) for p in files}
-    for state in states.values():
-        texts |= scrub(state, ids, texts)[1]
+    texts = _texts_of(states.values(), ids, texts)
     for path, state in states.items():
         cleaned, found = scrub(state, ids, texts)
         if found:
@@ -111,11 +132,12 @@ def _scrub_folder(folder: Path, ids: Collection[str], texts: set[str]) -> set[st
     return texts
 
 
-def forget_state(learner: Learner, holdout: Holdout, ids: Collection[str]) -> set[str]:
-    """Take the examples of ``ids`` out of ``learner``'s state and ``holdout``; returns the texts
-    that were found (every copy of them is gone from both)."""
+def forget_state(learner: Learner, holdout: Holdout, ids: Collection[str], known: Iterable[str] = ()) -> set[str]:
+    """Take the examples of ``ids`` (and every row of the ``known`` texts: those the ids have in
+    older versions) out of ``learner``'s state and ``holdout``; returns the texts that were found
+    (every copy of them is gone from both)."""
     wanted = set(ids)
-    texts = set(holdout.forget(wanted))
+    texts = set(holdout.forget(wanted)) | set(known)
     with tempfile.TemporaryDirectory(prefix="streamcl-erasure-") as tmp:
         folder = Path(tmp)
         learner.save_state(folder)
@@ -141,13 +163,9 @@ def holds(path: Path, texts: Iterable[str]) -> bool:
     return False
 
 
-def erase_retained(registry: Registry, texts: set[str], skip: int | None = None) -> dict[int, list[str]]:
-    """Drop the files that hold one of ``texts`` from every retained (unpruned) version but
-    ``skip`` (a learner state goes as a whole); returns the dropped files by version. A version
-    whose files cannot be read is logged and left (its files fail their checksums anyway)."""
-    dropped: dict[int, list[str]] = {}
-    if not texts:
-        return dropped
+def _retained(registry: Registry, skip: int | None) -> Iterator[tuple[VersionMeta, Path, list[str]]]:
+    """Every retained (unpruned) version but ``skip``, its folder and its JSON files that may
+    hold a text (its metadata and lineage hold ids only); one that cannot be read is logged."""
     for meta in registry.versions():
         if meta.pruned or meta.version == skip:
             continue
@@ -156,8 +174,39 @@ def erase_retained(registry: Registry, texts: set[str], skip: int | None = None)
         except RegistryError as exc:
             log.error("erasure: version %d cannot be read to be checked: %s", meta.version, exc)
             continue
-        candidates = [n for n in meta.files if n.endswith(".json") and n not in (META_FILE, LINEAGE_FILE)]
-        hit = {n for n in candidates if holds(folder / n, texts)}
+        yield meta, folder, [n for n in meta.files if n.endswith(".json") and n not in (META_FILE, LINEAGE_FILE)]
+
+
+def retained_texts(registry: Registry, ids: Collection[str], skip: int | None = None) -> set[str]:
+    """The texts the rows of ``ids`` have in the retained versions (but ``skip``): an example
+    the live state no longer holds (a buffer replaced it) may still be in an older version."""
+    texts: set[str] = set()
+    if not ids:
+        return texts
+    for meta, folder, names in _retained(registry, skip):
+        for name in names:
+            try:
+                state = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:  # then only its texts decide (holds)
+                log.error("erasure: %s of version %d is not JSON: %s", name, meta.version, exc)
+                continue
+            texts = _texts_of([state], ids, texts)
+    return texts
+
+
+def erase_retained(
+    registry: Registry, texts: set[str], skip: int | None = None, ids: Collection[str] = ()
+) -> dict[int, list[str]]:
+    """Drop the files that hold one of ``texts``, or a row of one of ``ids`` (whose texts are
+    added to ``texts``), from every retained (unpruned) version but ``skip`` (a learner state
+    goes as a whole); returns the dropped files by version. A version whose files cannot be
+    read is logged and left (its files fail their checksums anyway)."""
+    dropped: dict[int, list[str]] = {}
+    texts |= retained_texts(registry, ids, skip)  # the ids give texts, then the texts give files
+    if not texts:
+        return dropped
+    for meta, folder, names in _retained(registry, skip):
+        hit = {n for n in names if holds(folder / n, texts)}
         if hit & set(meta.state_files):
             hit |= {n for n in meta.state_files if n in meta.files}
         if hit:

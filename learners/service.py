@@ -24,7 +24,7 @@ from typing import Any
 from learners.adaptation import DriftAdapter
 from learners.base import Example
 from learners.dedupe import seen_at
-from learners.erasure import ERASED, Erasures, erase_retained, forget_state
+from learners.erasure import ERASED, REFUSED, Erasures, erase_retained, forget_state, retained_texts
 from learners.evaluation import Holdout
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier, set_threads
@@ -239,8 +239,14 @@ class LearnerService:
 
     def _split_duplicates(self, labeled: list[LabeledExample]) -> tuple[list[LabeledExample], list[str]]:
         """The examples whose id the lineage has not taken (the first of an id in ``labeled``
-        too), and the ids of the others."""
-        first = self.versions.seen.first_seen([ev.id for ev in labeled])
+        too), and the ids of the others; an erased id is never taken again (lineage: ``erased_refused``)."""
+        seen = self.versions.seen
+        erased = [ev.id for ev in labeled if seen.is_erased(ev.id)]
+        if erased:
+            self.versions.lineage.setdefault(REFUSED, []).extend(erased)
+            log.warning("%d labeled examples of erased ids were not trained: %s", len(erased), erased[:5])
+            labeled = [ev for ev in labeled if not seen.is_erased(ev.id)]
+        first = seen.first_seen([ev.id for ev in labeled])
         return [ev for ev, ok in zip(labeled, first) if ok], [ev.id for ev, ok in zip(labeled, first) if not ok]
 
     def _refuse(self, duplicates: list[str]) -> None:
@@ -330,13 +336,15 @@ class LearnerService:
         return self.erasures.submit(ids)
 
     def erase(self, ids: list[str]) -> dict[str, Any]:
-        """Take the texts of ``ids`` out of the buffers and held-out samples, write a version
-        without them (its lineage lists them as ``erased``), then drop them from the older
-        retained versions (learners/erasure.py)."""
-        texts = forget_state(self.learner, self.holdout, ids)
+        """Take the texts of ``ids`` (found in the live state and the retained versions) out of
+        the buffers and held-out samples, remember the ids as erased (never trained again), write
+        a version without them (its lineage lists them as ``erased``), then drop them from the
+        older retained versions (learners/erasure.py)."""
+        texts = forget_state(self.learner, self.holdout, ids, retained_texts(self.registry, ids))
+        self.versions.seen.erase(ids)
         self.versions.lineage.setdefault(ERASED, []).extend(ids)
         meta = self.write_version(note=f"erasure of {len(ids)} ids")
-        dropped = erase_retained(self.registry, texts, skip=meta.version)
+        dropped = erase_retained(self.registry, texts, skip=meta.version, ids=ids)
         log.warning("erased %d ids (%d texts found) in version %d", len(ids), len(texts), meta.version)
         return {"version": meta.version, "texts_found": len(texts), "dropped": dropped}
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from streaming._secrets import MIN_SECRET_CHARS, check_secret
 from streaming.errors import StreamclError
 
 log = logging.getLogger("streamcl.auth")
@@ -28,22 +29,14 @@ Role = Literal["predict", "feedback", "admin"]
 ROLES: tuple[Role, ...] = ("predict", "feedback", "admin")
 #: The roles of every call but the operator's: a data token opens the read calls too.
 DATA_ROLES: frozenset[str] = frozenset({"predict", "feedback"})
-MIN_TOKEN_CHARS = 32
-#: Parts of a token that say it was never replaced by a random one (``change-me``...).
-PLACEHOLDERS = ("change", "replace", "example", "placeholder", "your", "dummy", "todo", "xxxx", "insert", "default")
+MIN_TOKEN_CHARS = MIN_SECRET_CHARS
 ANONYMOUS = "anonymous"
 
 
 def check_token(setting: str, value: str) -> None:
     """Raise ``ValueError`` naming ``setting`` (never the value) when ``value`` is empty, shorter
-    than :data:`MIN_TOKEN_CHARS`, or looks like a placeholder."""
-    if not value.strip():
-        raise ValueError(f"{setting} is empty: set a random token of at least {MIN_TOKEN_CHARS} characters or unset it")
-    if len(value) < MIN_TOKEN_CHARS:
-        raise ValueError(f"{setting} is shorter than {MIN_TOKEN_CHARS} characters (try: openssl rand -hex 32)")
-    lowered = value.lower()
-    if any(p in lowered for p in PLACEHOLDERS) or len(set(value)) < 8 or value != value.strip():
-        raise ValueError(f"{setting} looks like a placeholder, not a random token (try: openssl rand -hex 32)")
+    than :data:`MIN_TOKEN_CHARS`, or looks like a placeholder (streaming/_secrets.py)."""
+    check_secret(setting, value, MIN_TOKEN_CHARS)
 
 
 def _digest(token: str) -> bytes:
@@ -77,6 +70,8 @@ def load_tokens_file(path: Path) -> list[Grant]:
         raise ValueError(f"STREAMCL_TOKENS_FILE={path}: cannot read it as JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"STREAMCL_TOKENS_FILE={path}: expected an object name -> {{token, roles}}")
+    if not raw:  # a Secret emptied by mistake must not read as "no tokens: open to all"
+        raise ValueError(f"STREAMCL_TOKENS_FILE={path}: holds no token; remove the setting to run without one")
     grants, digests = [], set()
     for name, entry in raw.items():
         where = f"STREAMCL_TOKENS_FILE={path}: token {name!r}"
@@ -113,6 +108,9 @@ class Authenticator:
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None
         self._from_file: list[Grant] = []
+        # closed for good once any token or a tokens file is configured: a file rewritten at
+        # runtime never turns the API anonymous
+        self._closed = bool(self._static) or tokens_file is not None
         if tokens_file is not None:
             self._seen = self._signature()
             self._from_file = load_tokens_file(tokens_file)  # at start-up a bad file refuses to start
@@ -151,9 +149,9 @@ class Authenticator:
 
     def guards(self, role: str | None) -> bool:
         """Whether a call of ``role`` needs a token (``None``: a read call). Admin calls always
-        do; the others once any token is configured, whatever its roles (an admin token alone
-        closes predict and feedback too: no token, no anonymous caller)."""
-        return role == "admin" or bool(self.grants())
+        do; the others once any token or a tokens file was configured at start, whatever its roles
+        (an admin token alone closes predict and feedback too: no token, no anonymous caller)."""
+        return role == "admin" or self._closed
 
     def authenticate(self, header: str, role: str | None) -> str:
         """The name of the caller whose ``Authorization`` header is ``header``, allowed ``role``

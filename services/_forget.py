@@ -1,8 +1,9 @@
 """An operator's erasure by id (``POST /v1/forget``, ``streamcl forget``), as the controller runs
-it: the model's learner takes the ids' texts out of its replay buffers and held-out samples,
-writes a version without them and drops them from the older retained versions
-(learners/erasure.py); every joiner of the model drops them from its pending state; the answer
-says which versions trained on them, so an operator can decide to roll back."""
+it: every joiner of the model drops them from its pending state, then the model's learner takes
+the ids' texts out of its replay buffers and held-out samples, remembers the ids as erased (never
+trained again), writes a version without them and drops them from the older retained versions
+(learners/erasure.py); the answer says which versions trained on them, so an operator can
+decide to roll back."""
 
 from __future__ import annotations
 
@@ -27,26 +28,27 @@ Call = Callable[[list[str]], dict[str, Any]]
 
 
 def forget(ids: list[str], model: str, registry: Registry, learner: Call | None, joiners: list[Call]) -> dict[str, Any]:
-    """Erase ``ids`` from the learner (required) and the joiners; the answer, or an ``error``
-    with its HTTP ``status`` when the learner cannot apply it."""
-    answer: dict[str, Any] = {"model": model, "ids": len(ids)}
-    if learner is None:
-        return {"error": "learner_unavailable", "status": 503, "detail": f"model {model!r}: no learner to erase from"}
-    try:
-        answer["learner"] = learner(ids)
-    except Exception as exc:
-        log.error("erasure of %d ids: the learner failed: %s: %s", len(ids), type(exc).__name__, exc)
-        return {
-            "error": "learner_unavailable",
-            "status": 503,
-            "detail": f"the learner did not erase: {type(exc).__name__}",
-        }
-    answer["joiners"] = []
+    """Erase ``ids`` from every joiner, then from the learner (required): the joiners first, so
+    no pending text of an id joins while the learner erases it, and always, whatever the learner
+    answers. The answer reports each part; with no learner, or a learner that failed, it is an
+    ``error`` with its HTTP ``status`` (503) that still lists what the joiners did."""
+    answer: dict[str, Any] = {"model": model, "ids": len(ids), "joiners": []}
     for call in joiners:
         try:
             answer["joiners"].append(call(ids))
         except Exception as exc:  # reported: the operator sees which part kept the ids
             answer["joiners"].append({"error": f"{type(exc).__name__}: {exc}"})
+    failed = sum("error" in j for j in answer["joiners"])
+    done = f"{len(joiners) - failed} of {len(joiners)} joiners erased them"  # the HTTP answer has only the detail
+    if learner is None:
+        detail = f"model {model!r}: no learner to erase from ({done})"
+        return {**answer, "error": "learner_unavailable", "status": 503, "detail": detail}
+    try:
+        answer["learner"] = learner(ids)
+    except Exception as exc:
+        log.error("erasure of %d ids: the learner failed: %s: %s", len(ids), type(exc).__name__, exc)
+        detail = f"the learner did not erase: {type(exc).__name__} ({done}; call again to finish)"
+        return {**answer, "error": "learner_unavailable", "status": 503, "detail": detail}
     answer["trained_in"] = trained_in(registry, ids)
     return answer
 

@@ -11,6 +11,8 @@ a dead letter keeps of its message: at most ``STREAMCL_DLQ_PAYLOAD_BYTES``, mask
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -50,11 +52,39 @@ class DeadLetterPolicy:
         if self.masker is not None:
             if len(raw) >= DLQ_PAYLOAD_BYTES - 3:  # cut by DeadLetter.for_message: drop the cut word, a
                 raw = raw[: max(raw.rfind(b" "), 0)]  # half e-mail address is no longer recognised
-            raw = self.masker.mask(raw.decode("utf-8", "replace")).encode()
+            raw = self.masker.mask(unescaped(raw.decode("utf-8", "replace"))).encode("utf-8", "replace")
             error, encoding = self.masker.mask(error), "utf-8"
         raw = raw[: self.payload_bytes]
         payload = raw.decode("utf-8", "ignore") if encoding == "utf-8" else base64.b64encode(raw).decode("ascii")
         return dead.model_copy(update={"payload": payload, "payload_encoding": encoding, "error": error})
+
+
+#: A JSON string escape: ``\\uXXXX`` (a surrogate pair as one) or a backslash and one character.
+_ESCAPE = re.compile(r"\\(u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    """``\\/`` as ``/`` and ``\\uXXXX`` as its character, unless that character would change the
+    JSON's structure (a quote, a backslash, a control character) or is a lone surrogate."""
+    body = match.group(1)
+    if body == "/":
+        return "/"
+    if body[0] != "u":
+        return match.group(0)  # \\, \", \n...: kept as they are
+    char = json.loads(f'"{match.group(0)}"')
+    if any(c in '"\\' or ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in char):
+        return match.group(0)
+    return str(char)
+
+
+def unescaped(text: str) -> str:
+    """``text`` with its JSON string escapes undone where they would hide personal data from
+    masking (``https:\\/\\/bob:pw@host``, ``jos\\u00e9@example.com``): a whole JSON document is
+    decoded and written back without escapes; a cut one has ``\\/`` and ``\\uXXXX`` undone."""
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return _ESCAPE.sub(_unescape_one, text) if "\\" in text else text
 
 
 def dead_letter(

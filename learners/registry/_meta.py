@@ -152,6 +152,7 @@ class ServingState(_Record):
     history: list[Annotated[int, Field(ge=1, le=MAX_VERSION)]] = Field(default_factory=list, max_length=1000)
     floor: int = 0
     ts: float | None = None
+    signature: str | None = Field(None, description="HMAC-SHA256 of the pointer, with a signing key")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

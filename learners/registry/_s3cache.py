@@ -4,11 +4,14 @@ whether a cached file still matches its checksum."""
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 
+from learners.registry._names import version_of_folder
 from learners.registry.base import sha256
 
-__all__ = ["CACHE_FILE", "Stamps", "cached_ok", "etag", "read_record"]
+__all__ = ["CACHE_FILE", "Stamps", "cached_ok", "drop_folders", "etag", "keep_only", "read_record"]
 
 CACHE_FILE = ".etags.json"  # in a cached version folder: the object ETag each file was verified at
 #: A cached file's checksum, ETag, size, mtime and inode when it last matched.
@@ -42,3 +45,32 @@ def cached_ok(verified: Stamps, path: Path, digest: str, tag: str) -> bool:
         return False
     verified[path] = stamp
     return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def keep_only(folder: Path, names: Collection[str]) -> None:
+    """Delete every entry of a cached version folder its metadata does not list (a file dropped
+    or pruned by another process, one put there by hand): a loader reads what it finds, so the
+    cache holds only what the version holds. Dotfiles (its record, downloads in progress) stay."""
+    for path in folder.iterdir():
+        if path.name not in names and not path.name.startswith("."):
+            _remove(path)
+
+
+def drop_folders(root: Path, live: Collection[int], newest: int) -> None:
+    """Delete the cached folders of versions up to ``newest`` that are not ``live`` (pruned, or
+    gone from the bucket); a newer one may be a version published after the listing."""
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        version = version_of_folder(path.name)
+        if version is not None and version <= newest and version not in live:
+            _remove(path)

@@ -168,10 +168,10 @@ class Registry(ABC):
         something was served, is recovered from its copy, else rebuilt from the versions
         (:func:`~learners.registry._pointer.rebuild_pointer`). Nothing is written here."""
         raw = self._read_pointer(SERVING_FILE)
-        state = decode_pointer(raw)
+        state = self._decode_serving(raw)
         if state is not None:
             return PointerRead(state)
-        backup = decode_pointer(self._read_pointer(SERVING_BACKUP))
+        backup = self._decode_serving(self._read_pointer(SERVING_BACKUP))
         problem: Problem = "corrupt" if raw is not None else "missing"
         if backup is not None:
             return PointerRead(backup, problem, "backup", f"{SERVING_FILE} {problem}; its copy serves {backup.version}")
@@ -205,9 +205,35 @@ class Registry(ABC):
         first: a crash in between leaves the older pointer whole in ``serving.json``."""
         with self._exclusive():
             state = change(self.serving_state())
-            self._write_pointer(SERVING_BACKUP, state.to_json())
-            self._write_pointer(SERVING_FILE, state.to_json())
+            self._write_pointer(SERVING_BACKUP, self._pointer_body(state))
+            self._write_pointer(SERVING_FILE, self._pointer_body(state))
             return state
+
+    def _pointer_body(self, state: ServingState) -> dict[str, Any]:
+        """``state`` as stored: signed when the registry has a key (a stale signature replaced)."""
+        body = {k: v for k, v in state.to_json().items() if k != "signature"}
+        if self._signer is not None:
+            body["signature"] = self._signer.sign_record(body)
+        return body
+
+    def _decode_serving(self, raw: bytes | None) -> ServingState | None:
+        """A stored pointer, None when it is not one or, with a key, not correctly signed (then it
+        is recovered like a corrupt one: from its copy, else rebuilt from the signed versions)."""
+        state = decode_pointer(raw)
+        if state is None or self._signer is None or self._signer.matches(state.to_json()):
+            return state
+        return None
+
+    def _lineage_of(self, version: int, raw: bytes) -> dict[str, Any]:
+        """A version's lineage as read from storage, when it matches the checksum its (signed)
+        metadata lists for it; RegistryError otherwise."""
+        digest = self.meta(version).files.get(LINEAGE_FILE)
+        if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+            raise RegistryError(f"version {version}: {LINEAGE_FILE} does not match its checksum: refused", version)
+        try:
+            return dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
 
     def _swap_pointer(self, name: str, change: Callable[[bytes | None], _Record]) -> _Record:
         """Replace a pointer file with ``change(its bytes)`` as one step against other writers

@@ -124,26 +124,46 @@ class LocalRegistry(Registry):
             if sha256(path) != digest:
                 raise RegistryError(f"version {version}: {name} is missing or corrupt (checksum)", version)
             self._verified[path] = stamp
+        self._no_extras(meta, folder)
         return folder
+
+    @staticmethod
+    def _no_extras(meta: VersionMeta, folder: Path) -> None:
+        """Refuse a version folder holding a file its (signed) metadata does not list: a loader
+        reads what it finds (an added ``added_tokens.json``). A dropped file that is still there
+        (a crash between the metadata and the deletion) is deleted; dotfiles (temporary files of
+        a write in progress) are never read by a loader and are left alone."""
+        for path in folder.iterdir():
+            name = path.name
+            if name in meta.files or name in KEPT_FILES or name.startswith("."):
+                continue
+            if name in meta.dropped and path.is_file():
+                path.unlink(missing_ok=True)
+                continue
+            raise RegistryError(f"version {meta.version}: {name[:60]!r} is not in its manifest: refused", meta.version)
 
     def _exclusive(self) -> FileLock:
         return self._lock
 
     def _delete_files(self, version: int, names: list[str] | None) -> None:
         folder = self._dir(version)
-        if names is None:
-            names = [p.name for p in folder.iterdir() if p.name not in KEPT_FILES]
-        for name in names:
+        if names is None:  # the folder's own listing: every entry is a child of it, whatever its name
+            with self._lock:  # (a ``.meta.json.*`` left by a crash included; none is being written now)
+                for path in folder.iterdir():
+                    if path.name not in KEPT_FILES and path.is_file():
+                        path.unlink(missing_ok=True)
+            return
+        for name in names:  # from metadata: plain names only
             inside(folder, name, version).unlink(missing_ok=True)
 
     def lineage(self, version: int) -> dict[str, Any] | None:
-        path = self._dir(version) / LINEAGE_FILE
         try:
-            return dict(json.loads(path.read_text(encoding="utf-8")))
+            raw = (self._dir(version) / LINEAGE_FILE).read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
+        return self._lineage_of(version, raw)
 
     def append_audit(self, record: dict[str, Any]) -> None:
         """One line of ``audit.jsonl``, written whole under ``flock`` (whatever its size) and fsynced."""

@@ -31,8 +31,8 @@ from pydantic import BaseModel, SecretStr
 
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
 from learners.registry._names import check_name, check_names, inside, version_folder, version_of_folder
-from learners.registry._pointer import SERVING_BACKUP, decode_pointer
-from learners.registry._s3cache import CACHE_FILE, Stamps, cached_ok, read_record
+from learners.registry._pointer import SERVING_BACKUP
+from learners.registry._s3cache import CACHE_FILE, Stamps, cached_ok, drop_folders, keep_only, read_record
 from learners.registry._s3cache import etag as _etag
 from learners.registry._s3errors import MISSING, TAKEN, code, s3_errors
 from learners.registry._signing import signer_for
@@ -243,6 +243,8 @@ class S3Registry(Registry):
                 out.append(self._trusted(VersionMeta.parse(cached[1], version), version))
             except RegistryError as exc:  # corrupt, unsafe or unsigned: the version is not listed
                 unreadable[version] = str(exc)
+        live = {m.version for m in out if not m.pruned}  # the copies of the others are not read again
+        drop_folders(self.cache_dir / "versions", live, max(metas, default=0))
         return self._listed(out, unreadable)
 
     def _read_meta(self, version: int) -> tuple[VersionMeta, str]:
@@ -280,7 +282,8 @@ class S3Registry(Registry):
             }
             folder = self.cache_dir / "versions" / version_folder(version)
             folder.mkdir(parents=True, exist_ok=True)
-            record = read_record(folder)
+            keep_only(folder, meta.files)  # nothing dropped, pruned or added stays readable
+            record = {k: v for k, v in read_record(folder).items() if k in meta.files}
             changed = False
             for name, digest in meta.files.items():
                 etag = remote.get(name)
@@ -327,12 +330,7 @@ class S3Registry(Registry):
     def lineage(self, version: int) -> dict[str, Any] | None:
         key = self._version_key(version, LINEAGE_FILE)
         found = self._get(key, f"reading the lineage of version {version}", version)
-        if found is None:
-            return None
-        try:
-            return dict(json.loads(found[0]))
-        except ValueError as exc:
-            raise RegistryError(f"version {version}: unreadable {LINEAGE_FILE}: {exc}", version) from None
+        return self._lineage_of(version, found[0]) if found is not None else None
 
     # audit trail: S3 cannot append, so one object per record, named in the order written -------
     def append_audit(self, record: dict[str, Any]) -> None:
@@ -358,11 +356,11 @@ class S3Registry(Registry):
         key = self._key(SERVING_FILE)
         for _ in range(CONFLICT_RETRIES):
             found = self._get(key, f"reading {SERVING_FILE}")
-            current = decode_pointer(found[0]) if found is not None else None
+            current = self._decode_serving(found[0]) if found is not None else None
             state = change(current if current is not None else self.read_serving().state)
-            self._put_json(self._key(SERVING_BACKUP), state.to_json(), f"writing {SERVING_BACKUP}")
+            self._put_json(self._key(SERVING_BACKUP), self._pointer_body(state), f"writing {SERVING_BACKUP}")
             condition = {"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}
-            if self._put_json(key, state.to_json(), f"writing {SERVING_FILE}", None, **condition):
+            if self._put_json(key, self._pointer_body(state), f"writing {SERVING_FILE}", None, **condition):
                 return state
         raise RegistryError(f"{self.uri}: {SERVING_FILE} kept changing during the update")
 

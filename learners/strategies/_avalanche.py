@@ -295,7 +295,10 @@ class AvalancheLearner(Learner):
             "format": FORMAT,
             "strategy": self.strategy,
             "clock": {k: getattr(clock, k) for k in ("train_exp_counter", "train_iterations", "total_iterations")},
-            "window": [[it.example.text, it.example.label, it.example.domain] for it in self._window],
+            # rows end with the id (erasure finds them by it); ``window_ids`` lets a load tell
+            # which rows an erasure took out, so the window's tensors (DER's logits) follow
+            "window": [[ex.text, ex.label, ex.domain, ex.id] for ex in (it.example for it in self._window)],
+            "window_ids": [it.example.id for it in self._window],
             "memory_rng": rng_state(self._memory_rng),
             "components": {},
         }
@@ -326,12 +329,31 @@ class AvalancheLearner(Learner):
             set_rng_state(self._memory_rng, meta["memory_rng"])
         for k, v in meta["clock"].items():
             setattr(self._strategy.clock, k, int(v))
-        examples = [Example(str(t), str(y), d) for t, y, d in meta.get("window", [])]
+        examples = [Example(str(r[0]), str(r[1]), r[2], r[3] if len(r) > 3 else None) for r in meta.get("window", [])]
+        _keep_window_rows(tensors, meta.get("window_ids"), examples)
         xs = pack(self.model, [ex.text for ex in examples]) if examples else None
         self._window = [_Item(ex, xs[i]) for i, ex in enumerate(examples)] if xs is not None else []
         load_optimizer_tensors(self._optimizer, self.packed.named_parameters(), tensors)
         for component in self._components:
             component.load(meta["components"].get(component.key, {}), tensors, self)
+
+
+def _keep_window_rows(tensors: Tensors, saved: list[str | None] | None, examples: list[Example]) -> None:
+    """Take the rows an erasure took out of the window (``saved``: the window's ids as saved;
+    ``examples``: its rows as loaded, in order) out of the window's tensors (``<key>.window.*``,
+    a row each: DER's recorded logits) too, so they stay aligned. Rows without an id match the
+    next saved row without one."""
+    if saved is None or len(saved) == len(examples):
+        return
+    kept, j = [], 0
+    for i, id_ in enumerate(saved):
+        if j < len(examples) and examples[j].id == id_:
+            kept.append(i)
+            j += 1
+    index = torch.tensor(kept, dtype=torch.long)
+    for name, t in list(tensors.items()):
+        if name.split(".")[1:2] == ["window"] and t.shape[0] == len(saved):
+            tensors[name] = t.index_select(0, index)
 
 
 __all__ = ["FORMAT", "STATE_JSON", "STATE_TENSORS", "AvalancheLearner", "Streaming"]

@@ -16,7 +16,7 @@ from learners.registry import LINEAGE_FILE, LocalRegistry, NewVersion
 from streaming._join import JoinState
 from streaming.events import FeedbackEvent, TextEvent
 
-KEY = "k" * 40
+KEY = "era-Q7wE2rT9yU4iO1pA6sD3fG8hJ5kL0zXc"  # random-looking: a placeholder is refused
 
 
 def test_replay_memory_forgets_by_id_and_keeps_ids_across_its_state():

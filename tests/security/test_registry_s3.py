@@ -25,7 +25,7 @@ _s3 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_s3)
 endpoint, bucket, make, write = _s3.endpoint, _s3.bucket, _s3.make, _s3.write
 
-KEY = "s" * 48
+KEY = "s3k-P9oI8uY7tR6eW5qA4sD3fG2hJ1kL0zXcVbNm"  # random-looking: a placeholder is refused
 PREFIX = "team/registry"
 
 
@@ -88,3 +88,39 @@ def test_s3_unsigned_version_refused_when_key_set(make: Callable[..., S3Registry
     assert (reader.local_path(signed.version) / "model.safetensors").read_bytes() == b"two"
     assert reader.update(signed.version, status="promoted").status == "promoted"
     assert [m.version for m in reader.versions()] == [signed.version] and reader.unreadable == {unsigned.version}
+
+
+def _holdout_files(folder: Path) -> None:
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "holdout.json").write_bytes(b'{"samples": {"d": [["a text", "pos"]]}}')
+
+
+def test_s3_dropped_file_not_read_from_cache(make: Callable[..., S3Registry], bucket: str) -> None:
+    """A file dropped (erasure) by one process stayed in another process's cache and was still read."""
+    writer, replica = make(), make()
+    meta = writer.create(_holdout_files, NewVersion())
+    assert (replica.local_path(meta.version) / "holdout.json").exists()
+    writer.drop_files(meta.version, ["holdout.json"])
+    folder = replica.local_path(meta.version)
+    assert not (folder / "holdout.json").exists() and (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_s3_pruned_version_cache_removed(make: Callable[..., S3Registry], bucket: str) -> None:
+    """A version pruned by another process kept its files (held-out texts included) in every other cache."""
+    writer, replica = make(), make()
+    first = writer.create(_holdout_files, NewVersion())
+    second = writer.create(_holdout_files, NewVersion(parent=first.version))
+    cached = replica.local_path(first.version)
+    writer.set_serving(second.version)
+    assert writer.prune(keep_last=1, keep=set()) == [first.version]
+    replica.versions()
+    assert not cached.exists()
+
+
+def test_s3_added_file_not_served(make: Callable[..., S3Registry], bucket: str) -> None:
+    """A file the manifest does not list, put in a cached version folder, was read by the loaders."""
+    reg = make()
+    meta = reg.create(write(b"weights"), NewVersion())
+    folder = reg.local_path(meta.version)
+    (folder / "added_tokens.json").write_text('{"evil": 1}')
+    assert not (reg.local_path(meta.version) / "added_tokens.json").exists()

@@ -14,8 +14,8 @@ from learners import registry
 from learners.registry import LocalRegistry, NewVersion, registry_for
 from streaming.errors import RegistryError
 
-KEY = "k" * 40
-OTHER = "o" * 40
+KEY = "sig-7Hq2Lz9R4wX1mB8nC3vD6tY0pK5sJf"  # random-looking: a placeholder is refused
+OTHER = "oth-3Zx8Cv1Bn6Mq9We4Rt7Yu2Io5Pa0Sd"
 
 
 def _weights(folder: Path) -> None:
