@@ -178,7 +178,8 @@ def test_only_the_two_newest_versions_keep_the_learners_state(make_settings, tmp
     run_until(svc, lambda: svc.parent == 6)
     svc.close()
     versions = {m.version: m for m in svc.registry.versions()}
-    state = ["finetune.safetensors", "replay.json"]  # optimizer moments; buffer and random state
+    # class statistics; optimizer moments; buffer and random state
+    state = ["class_stats.safetensors", "finetune.safetensors", "replay.json"]
     assert [versions[v].state_files for v in range(2, 7)] == [state] * 5
     with_state = [v for v, m in versions.items() if (svc.registry.local_path(v) / "replay.json").exists()]
     assert with_state == [5, 6]
