@@ -98,9 +98,10 @@ class ClassStatistics:
         w = torch.linalg.solve(cov, means.T).T
         b = -0.5 * (w * means).sum(1)
         where = {label: i for i, label in enumerate(label for label, k in zip(self.labels, known.tolist()) if k)}
-        for row, label in enumerate(labels):
-            if label in where:
-                weight[row], bias[row] = w[where[label]], b[where[label]]
+        rows = [row for row, label in enumerate(labels) if label in where]
+        if rows:
+            src = torch.tensor([where[labels[row]] for row in rows])
+            weight[rows], bias[rows] = w[src], b[src]
         return weight.float(), bias.float()
 
     # state ----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def refresh_discriminant(model: TextClassifier, stats: ClassStatistics) -> None:
     if head is None:
         return
     weight, bias = stats.discriminant(model.labels)
-    if any(label not in stats.labels for label in model.labels):
+    if not set(model.labels) <= set(stats.labels):
         weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
     with torch.no_grad():
         head.weight.copy_(weight)
