@@ -9,7 +9,10 @@ up that version's consumed offsets, and every labeled example they cover gets it
 the answer's time minus its feedback's publish time. (Every tenth example of a domain is held
 out for evaluation rather than trained on; it counts as covered once consumed.)
 
-    python bench/freshness.py [--seconds 420] [--out FILE]
+    python bench/freshness.py [--seconds 420] [--rate 4] [--env K=V ...] [--out FILE]
+
+``--rate`` is the demo's texts per second (each gets its feedback; default: the demo's 4);
+``--env`` passes settings to `streamcl up` (for example ``STREAMCL_SERVE_PRECISION=int8``).
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ from streaming.settings import StreamSettings
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=420.0)
-    ap.add_argument("--poll-s", type=float, default=0.5)
+    ap.add_argument("--poll-s", type=float, default=0.2)
+    ap.add_argument("--rate", type=float, default=None, help="demo texts per second (default: the demo's)")
+    ap.add_argument("--env", action="append", default=[], metavar="K=V", help="a setting for streamcl up")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     feedback_at: dict[str, float] = {}
     labeled: dict[str, tuple[str, int]] = {}  # id -> (topic:partition, offset)
     fresh: dict[str, float] = {}
     swaps: list[dict] = []
-    with platform({}, ("--demo", "sentiment-drift")) as ports:
+    env = dict(kv.split("=", 1) for kv in args.env)
+    if args.rate:
+        env["STREAMCL_DEMO_RATE"] = str(args.rate)
+    with platform(env, ("--demo", "sentiment-drift")) as ports:
         stream = StreamSettings(kafka_bootstrap=f"127.0.0.1:{ports['broker']}")
         consumer = Consumer(stream, group_id=None)
         consumer.assign([stream.topics.feedback, stream.topics.labeled])
@@ -80,6 +88,8 @@ def main() -> None:
     result = {
         "benchmark": "freshness",
         "seconds": args.seconds,
+        "demo_rate": args.rate or "default",
+        "settings": env,
         "feedback_events": len(feedback_at),
         "labeled_examples": len(labeled),
         "served_after_training": len(values),
@@ -90,8 +100,17 @@ def main() -> None:
         # the gate's decisions over the run: the served version rises only through promotions
         "versions_by_status": dict(Counter(m.status for m in listed)),
         "served_versions_rising": all(a["version"] < b["version"] for a, b in pairwise(swaps)),
+        # the backlog policy at a high rate: labeled examples the learner left out
+        "backlog_skipped": sum(m.consumed.get("backlog_skipped", 0) for m in listed),
+        "versions_written": len(listed),
+        "gate_seconds_p50": _p50([m.gate.get("gate_seconds") for m in listed if m.gate]),
     }
     emit(result, args.out)
+
+
+def _p50(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(percentile(known, 0.5), 3) if known else None
 
 
 if __name__ == "__main__":

@@ -177,8 +177,7 @@ class LearnerService:
     def step(self, timeout_s: float = 0.5) -> int:
         self._renew_lease()
         self.erasures.run(self.erase)
-        behind = self._behind()
-        records = self._consumer.poll(timeout_s, max_records=self.settings.batch_size + min(behind, CATCH_UP_RECORDS))
+        records = self._gather(timeout_s, self.settings.batch_size + min(self._behind(), CATCH_UP_RECORDS))
         self._lag = max(0, self._lag - len(records))
         decoded: list[tuple[Record, LabeledExample]] = []
         skipped: list[str] = []
@@ -221,6 +220,19 @@ class LearnerService:
         if self.versions.due():
             self.write_version()
         return len(records)
+
+    def _gather(self, timeout_s: float, most: int) -> list[Record]:
+        """What has arrived: the first poll waits up to ``timeout_s``; once something came, more is
+        read for at most ``batch_wait_ms`` (or until ``most`` records), so a trickle of feedback
+        trains in a few micro-batches rather than one example at a time, and soon."""
+        records = self._consumer.poll(timeout_s, max_records=most)
+        wait_s = self.settings.batch_wait_ms / 1000
+        if not records or wait_s <= 0 or len(records) >= min(most, self.settings.batch_size):
+            return records
+        deadline = time.monotonic() + wait_s
+        while len(records) < min(most, self.settings.batch_size) and (left := deadline - time.monotonic()) > 0:
+            records += self._consumer.poll(left, max_records=most - len(records))
+        return records
 
     def _within_label_limit(
         self, decoded: list[tuple[Record, LabeledExample]], skipped: list[str]

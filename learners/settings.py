@@ -61,13 +61,22 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
     (``ewc_lambda``, ``der_alpha``, …) come from its file in ``learners/strategies/``; the
     registry's signing key is read by every process that opens the registry (replicas, gate, learner)."""
 
-    batch_size: int = Field(16, ge=1, le=1024, description="micro-batch size")
+    batch_size: int = Field(16, ge=1, le=1024, description="largest micro-batch (it trains on what has arrived)")
+    batch_wait_ms: int = Field(
+        200,
+        ge=0,
+        le=60_000,
+        description="after the first labeled example arrives, wait at most this long for more before training "
+        "(0: train on what one poll returns)",
+    )
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
     head_lr: float = Field(1e-3, gt=0, le=10, description="head learning rate")
     trainable_layers: int = Field(2, ge=-1, description="top encoder layers trained (-1: all, 0: head only)")
     version_every_n: int = Field(200, ge=1, description="write a version after this many new examples")
-    version_every_s: float = Field(60.0, gt=0, description="or after this many seconds, if it trained")
+    version_every_s: float = Field(
+        2.0, gt=0, description="or once it trained (or consumed anything) and this many seconds passed"
+    )
     keep_versions: int = Field(10, ge=2, description="versions whose weights are kept (besides serving)")
     dedupe_window: int = Field(
         1_000_000,

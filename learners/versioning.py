@@ -23,6 +23,7 @@ from learners.settings import LearnerSettings
 from streaming.accuracy import RollingAccuracy
 
 if TYPE_CHECKING:
+    from learners.frozen import FrozenCache
     from learners.model import TextClassifier
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Versioner:
         self.seen = seen if seen is not None else SeenIds(settings.dedupe_window)  # ids taken, saved in each version
         self.since = 0  # examples trained since the last version
         self._last = time.monotonic()
+        self._frozen: FrozenCache | None = None  # the held-out texts' frozen-layer outputs
 
     def consumed(self, kind: LineageList, ids: list[str]) -> None:
         """Record ids consumed since the last version (they go into its ``lineage.json``);
@@ -159,7 +161,14 @@ class Versioner:
 
     def _evaluate(self) -> Evaluation:
         """Score the held-out samples and export the figures."""
-        evaluation = self.holdout.evaluate(self.learner.predict)
+        if self._frozen is None:
+            from learners.frozen import FrozenCache
+
+            self._frozen = FrozenCache()
+        frozen = self._frozen
+        # the held-out texts' frozen-layer outputs are computed once: a version every few seconds
+        # costs the trained layers only (the learner never trains its frozen layers in place)
+        evaluation = self.holdout.evaluate(lambda texts: [p.label for p in frozen.predict(self.model, texts)])
         m = self.metrics
         for domain, acc in evaluation["domain_accuracy"].items():
             m.domain_accuracy.labels(domain).set(acc)

@@ -9,6 +9,7 @@ candidate and stores the decision's figures with the version.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,25 +65,41 @@ class ScoreGate:
         min_domain_examples: int = 20,
         z: float = 1.64,
         batch: int = 64,
+        served: Callable[[Any], Any] | None = None,
     ) -> None:
+        """``served``: the copy of a loaded model that replicas serve (an int8 copy, say): the
+        gate judges what is served."""
         self.registry = registry
         self.max_drop = max_drop
         self.max_domain_drop = max_domain_drop
         self.min_domain_examples = min_domain_examples
         self.z = z
         self.batch = batch
-        self._cached: tuple[int, Any] | None = None  # the serving model, loaded once
+        self.served = served or (lambda model: model)
+        # the serving version and the last candidate scored stay in memory (a promoted candidate
+        # is the next one's serving version), and the frozen layers' outputs of the gate set are
+        # computed once (learners.frozen): a candidate costs the load of its small part and its
+        # trained layers
+        self._models: dict[int, Any] = {}
+        self._answers: dict[int, dict[str, str | None]] = {}  # each kept version's answers per text
+        self._frozen: Any = None
 
     def _model(self, version: int) -> Any:
-        if self._cached and self._cached[0] == version:
-            return self._cached[1]
-        return self.registry.load_model(version)
+        if version not in self._models:
+            self._models[version] = self.served(self.registry.load_model(version))
+        return self._models[version]
 
-    def _predict(self, model: Any, texts: list[str]) -> list[str | None]:
-        out: list[str | None] = []
-        for i in range(0, len(texts), self.batch):
-            out += [p.label for p in model.predict(texts[i : i + self.batch])]
-        return out
+    def _predict(self, version: int, texts: list[str]) -> list[str | None]:
+        """``version``'s answers for ``texts`` (each text scored once per version)."""
+        if self._frozen is None:
+            from learners.frozen import FrozenCache  # torch only where a model is scored
+
+            self._frozen = FrozenCache(batch=self.batch)
+        known = self._answers.setdefault(version, {})
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, (p.label for p in self._frozen.predict(self._model(version), missing))))
+        return [known[t] for t in texts]
 
     def _worse(self, cand: list[bool], base: list[bool], limit: float) -> tuple[bool, str]:
         """Is the candidate worse by more than ``limit`` and beyond chance? And the figures."""
@@ -103,10 +120,11 @@ class ScoreGate:
         if not rows:
             return Decision(True, "no held-out examples yet to score on: promoted as newer")
         texts = [t for t, _, _ in rows]
-        serving_model = self._model(serving.version)
-        self._cached = (serving.version, serving_model)
-        cand_pred = self._predict(self._model(candidate.version), texts)
-        base_pred = self._predict(serving_model, texts)
+        cand_pred = self._predict(candidate.version, texts)
+        base_pred = self._predict(serving.version, texts)
+        kept = (serving.version, candidate.version)
+        self._models = {v: m for v, m in self._models.items() if v in kept}
+        self._answers = {v: a for v, a in self._answers.items() if v in kept}
         cand = [p == y for p, (_, y, _) in zip(cand_pred, rows)]
         base = [p == y for p, (_, y, _) in zip(base_pred, rows)]
         figures: dict[str, Any] = {

@@ -168,3 +168,20 @@ def test_a_second_learner_for_the_same_model_is_fenced(make_settings, tmp_path):
         run_until(first, lambda: False)
     first.close()
     assert [v.version for v in first.registry.versions()] == [1]  # only the start-up version
+
+
+def test_a_trickle_becomes_a_version_within_version_every_s(make_settings, tmp_path):
+    """Continuous versions: far below ``version_every_n``, what was trained becomes a version
+    once ``version_every_s`` passed; a step trains what arrived within ``batch_wait_ms``."""
+    s = make_settings()
+    ls = learner_settings(tmp_path, version_every_n=10_000, version_every_s=1.0, batch_wait_ms=300)
+    svc = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
+    publish(s, 3, one_by_one=True)
+    run_until(svc, lambda: len(svc.registry.versions()) == 2)
+    newest = svc.registry.versions()[-1]
+    assert newest.metrics.examples_trained == 3
+    assert newest.offsets == {f"{s.topics.labeled}:0": 3}
+    publish(s, 2, start=3, one_by_one=True)
+    run_until(svc, lambda: len(svc.registry.versions()) == 3)
+    assert svc.registry.versions()[-1].metrics.examples_trained == 5
+    svc.close()

@@ -59,7 +59,8 @@ def test_gate_rejects_a_candidate_worse_on_one_domain_and_passes_a_better_one(tm
     decision = gate.decide(reg.meta(2), reg.meta(1))
     assert not decision.ok and "domain 'airlines'" in decision.reason
     assert decision.figures["gate_groups"]["airlines"] == {"n": 40, "candidate": 0.0, "serving": 1.0}
-    gate.models[2] = better
+    # a version's weights never change: the gate remembers its answers, so a new gate scores the other model
+    gate = TableGate(reg, {1: serving, 2: better}, max_drop=0.02, max_domain_drop=0.1)
     decision = gate.decide(reg.meta(2), reg.meta(1))
     assert decision.ok and decision.figures["gate_accuracy"] == 1.0
     assert not gate.decide(reg.meta(1), reg.meta(2)).ok  # not newer
@@ -135,6 +136,35 @@ def test_a_drop_within_chance_on_a_small_gate_set_still_promotes(tmp_path):
     one_worse = {**truth, "t0": "negative"}  # 1 of 12: an 8-point drop, but one example
     gate = TableGate(reg, {1: Fake(truth), 2: Fake(one_worse)}, max_drop=0.02)
     assert gate.decide(reg.meta(2), reg.meta(1)).ok
-    gate.models[2] = Fake({t: "negative" for t in truth})  # 12 of 12 lost: beyond chance
+    gate = TableGate(reg, {1: Fake(truth), 2: Fake({t: "negative" for t in truth})}, max_drop=0.02)  # 12 of 12 lost
     decision = gate.decide(reg.meta(2), reg.meta(1))
     assert not decision.ok and "lost 12, won 0" in decision.reason
+
+
+def test_models_stay_in_memory_and_a_version_is_scored_once_per_text(tmp_path, monkeypatch):
+    """The serving version and the candidate just scored are kept: a promoted candidate is the
+    next decision's serving version, loaded no second time; each version scores a text once."""
+    reg = _registry(tmp_path, ROWS)
+    holdout = Holdout(every=1, per_domain=1000)
+    for text, label, domain in ROWS:
+        holdout.take(SimpleNamespace(text=text, label=label, domain=domain))
+    reg.create(lambda folder: holdout.save(folder), NewVersion(status="candidate"))
+    truth = {t: y for t, y, _ in ROWS}
+    loads: list[int] = []
+    scored: list[str] = []
+
+    class Counting(Fake):
+        def predict(self, texts):
+            scored.extend(texts)
+            return super().predict(texts)
+
+    def load_model(version):
+        loads.append(version)
+        return Counting(truth)
+
+    monkeypatch.setattr(reg, "load_model", load_model)
+    gate = ScoreGate(reg)
+    assert gate.decide(reg.meta(2), reg.meta(1)).ok
+    assert gate.decide(reg.meta(3), reg.meta(2)).ok  # 2 was promoted: still in memory
+    assert loads == [2, 1, 3]
+    assert len(scored) == 3 * len(ROWS)  # every version scored each gate text once
