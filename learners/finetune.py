@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from learners.base import Example, Learner
+from learners.lora import adapters_of, frozen_for_training
 from learners.model import TextClassifier
 
 #: The optimizer's moments of a fine-tuning learner (safetensors; see optimizer_tensors).
@@ -20,11 +21,15 @@ def make_optimizer(
     model: TextClassifier, lr: float, head_lr: float, weight_decay: float, lr_scale: float = 1.0
 ) -> torch.optim.Optimizer:
     """AdamW over the head (``head_lr``) and the trainable encoder layers (``lr``), both times
-    ``lr_scale``; each group remembers its configured rate as ``base``."""
+    ``lr_scale``, and LoRA adapters if attached (their own rate); each group remembers its
+    configured rate as ``base``."""
     encoder = [p for p in model.encoder.parameters() if p.requires_grad]
     groups = [{"params": list(model.head.parameters()), "lr": head_lr * lr_scale, "base": head_lr}]
     if encoder:
         groups.append({"params": encoder, "lr": lr * lr_scale, "base": lr})
+    adapters = adapters_of(model)
+    if adapters is not None:
+        groups.append({"params": list(adapters.parameters()), "lr": adapters.lr * lr_scale, "base": adapters.lr})
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
@@ -81,7 +86,7 @@ class FineTuneLearner(Learner):
         self.seed = seed
         self.lr_scale = 1.0
         torch.manual_seed(seed)
-        model.freeze_below(trainable_layers)
+        frozen_for_training(model, trainable_layers)
         model.eval()
         self._loss = nn.CrossEntropyLoss()
         self._optimizer = self._make_optimizer()
@@ -132,7 +137,11 @@ class FineTuneLearner(Learner):
         return self._loss(logits, target)  # type: ignore[no-any-return]
 
     def _trained(self) -> list[tuple[str, Tensor]]:
-        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        adapters = adapters_of(self.model)
+        extra: list[tuple[str, Tensor]] = []
+        if adapters is not None:  # the adapters' moments are the optimizer's state too
+            extra = [(f"lora.{n}", p) for n, p in adapters.named_parameters()]
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad] + extra
 
     def save_state(self, folder: Path) -> None:
         """The optimizer's moments (a resumed learner takes the very same next step)."""

@@ -26,6 +26,7 @@ from learners.base import Example
 from learners.dedupe import seen_at
 from learners.erasure import ERASED, REFUSED, Erasures, erase_retained, forget_state, retained_texts
 from learners.evaluation import Holdout
+from learners.lora import adapters_of
 from learners.metrics import LearnerMetrics
 from learners.model import TextClassifier, set_threads
 from learners.registry import PROCESS_OWNER, VersionMeta, registry_for
@@ -131,6 +132,9 @@ class LearnerService:
                 model = TextClassifier.load(folder)
                 learner = build_learner(s, model)
                 learner.load_state(folder)
+                adapters = adapters_of(model)
+                if adapters is not None:
+                    adapters.load(folder)  # the adapters over their base matrices (the version holds them merged)
                 holdout = Holdout(s.eval_holdout_every, s.eval_per_domain, s.eval_recent)
                 holdout.load(folder)
                 seen = seen_at(self.registry, meta, folder, s.dedupe_window)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
 from pydantic_settings import NoDecode
@@ -72,7 +72,19 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
     head_lr: float = Field(1e-3, gt=0, le=10, description="head learning rate")
-    trainable_layers: int = Field(2, ge=-1, description="top encoder layers trained (-1: all, 0: head only)")
+    trainable_layers: int = Field(
+        2, ge=-1, description="top encoder layers trained (-1: all, 0: head only); with LoRA: the layers adapted"
+    )
+    adapter: Literal["none", "lora"] = Field(
+        "none", description="none: the top layers train; lora: the encoder stays frozen and LoRA adapters learn"
+    )
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA: rank of each adapter")
+    lora_alpha: float = Field(16.0, gt=0, le=1024, description="LoRA: the update is scaled by alpha / rank")
+    lora_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="LoRA: the linear layers adapted in each adapted encoder layer (query, key, value, dense...)",
+    )
+    lora_lr: float = Field(5e-4, gt=0, le=1, description="LoRA: learning rate of the adapters")
     version_every_n: int = Field(200, ge=1, description="write a version after this many new examples")
     version_every_s: float = Field(
         2.0, gt=0, description="or once it trained (or consumed anything) and this many seconds passed"
@@ -110,7 +122,7 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
         128, ge=0, description="held-out recent examples kept for the promotion gate (after the per-domain samples)"
     )
 
-    @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", mode="before")
+    @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", "lora_targets", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from learners.base import Learner
 from learners.dedupe import TAKEN, SeenIds
 from learners.evaluation import Evaluation, Holdout
+from learners.lora import adapters_of, merged
 from learners.metrics import LearnerMetrics
 from learners.registry import LINEAGE_FILE, NewVersion, Registry, VersionMeta, VersionMetrics
 from learners.settings import LearnerSettings
@@ -135,12 +136,16 @@ class Versioner:
         )
 
         def save(folder: Path) -> NewVersion:
-            self.model.save(folder)
+            with merged(self.model):  # LoRA: the version serves the merged updates
+                self.model.save(folder)
             self.holdout.save(folder)
             (folder / LINEAGE_FILE).write_text(json.dumps(lineage, ensure_ascii=False), encoding="utf-8")
             self.seen.save(folder)  # in every version, pruned with its weights: any resume knows its ids
             before = {p.name for p in folder.iterdir()}
             self.learner.save_state(folder)
+            adapters = adapters_of(self.model)
+            if adapters is not None:  # the adapters themselves are learner state
+                adapters.save(folder)
             # the learner's own state (buffers, importances, optimizer): only the newest
             # checkpoints keep it, see _drop_old_state
             state_files = sorted({p.name for p in folder.iterdir()} - before)

@@ -26,26 +26,37 @@ _LIVE_ONLY = ("model_name", "labels", "registry_uri", "strategy", "seed", "keep_
 _LIVE_ONLY_PREFIXES = ("version_", "drift_", "concept_", "eval_")
 
 
+#: ``NAME+lora``: strategy NAME trained through LoRA adapters (``STREAMCL_ADAPTER=lora``).
+LORA_SUFFIX = "+lora"
+
+
 def resolve_strategy(name: str) -> str:
-    """The strategy a command-line name stands for (``default``: the settings' default)."""
-    if name == "default":
-        return str(LearnerSettings.model_fields["strategy"].default)
+    """The strategy a command-line name stands for (``default``: the settings' default; a
+    ``+lora`` suffix stays)."""
+    base, lora = (name[: -len(LORA_SUFFIX)], LORA_SUFFIX) if name.endswith(LORA_SUFFIX) else (name, "")
+    if base == "default":
+        return str(LearnerSettings.model_fields["strategy"].default) + lora
     return name
 
 
 def check_strategies(names: Sequence[str]) -> None:
     """ValueError naming the valid strategies when a name is not one (read at run time)."""
     valid = ("default", *strategy_names())
-    unknown = [n for n in names if n not in valid]
+    unknown = [n for n in names if n.removesuffix(LORA_SUFFIX) not in valid]
     if unknown:
-        raise ValueError(f"unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+        raise ValueError(
+            f"unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(valid)} (each also as NAME+lora)"
+        )
     if not names:
         raise ValueError("give at least one --strategy")
 
 
 def learner_settings(strategy: str, seed: int) -> LearnerSettings:
-    """The live learner's settings (``STREAMCL_*``) for ``strategy``, with no labels known."""
-    values: dict[str, Any] = {"strategy": strategy, "seed": seed, "labels": []}
+    """The live learner's settings (``STREAMCL_*``) for ``strategy``, with no labels known
+    (``NAME+lora``: with LoRA adapters)."""
+    values: dict[str, Any] = {"strategy": strategy.removesuffix(LORA_SUFFIX), "seed": seed, "labels": []}
+    if strategy.endswith(LORA_SUFFIX):
+        values["adapter"] = "lora"
     return LearnerSettings(**values)
 
 

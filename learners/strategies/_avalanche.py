@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader
 
 from learners.base import Example, Learner
 from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, scale_lrs
+from learners.lora import frozen_for_training
 from learners.memory import ReplayMemory, rng_state, set_rng_state
 from learners.model import TextClassifier
 from learners.strategies._avalanche_parts import Component, Packed, Tensors, dataset, grow, pack
@@ -170,7 +171,7 @@ class AvalancheLearner(Learner):
         self.options = options if options is not None else spec.options(object())
         self.lr_scale = 1.0
 
-        model.freeze_below(trainable_layers)
+        frozen_for_training(model, trainable_layers)
         model.eval()
         self.packed = Packed(model)
         self._optimizer = make_optimizer(model, lr, head_lr, weight_decay)

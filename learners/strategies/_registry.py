@@ -81,7 +81,20 @@ def settings_models() -> list[type[BaseModel]]:
 
 
 def build_learner(settings: LearnerSettings, model: TextClassifier) -> Learner:
-    """The learner named by ``settings.strategy`` around ``model``."""
+    """The learner named by ``settings.strategy`` around ``model`` (with LoRA adapters attached
+    first when ``settings.adapter`` is ``lora``: every strategy trains them)."""
+    if settings.adapter == "lora":
+        from learners.lora import attach_lora
+
+        attach_lora(
+            model,
+            settings.trainable_layers,
+            settings.lora_targets,
+            settings.lora_rank,
+            settings.lora_alpha,
+            settings.lora_lr,
+            settings.seed,
+        )
     return get(settings.strategy).factory(settings, model)
 
 
