@@ -231,7 +231,7 @@ class Platform:
         start("controller", _controller(ms, ml, self.serve_settings), p.controller_cpus)
         for i in range(p.joiners):
             start("joiner" if i == 0 else f"joiner-{i}", _joiner(ms, (i, p.joiners)), p.joiner_cpus)
-        start("learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus)
+        start("learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus, resources=p.learner_resources)
         if self.monitor.drift_enabled:
             start("monitor", _monitor(ms, self.monitor, ml), p.monitor_cpus)
 

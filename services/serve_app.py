@@ -73,7 +73,8 @@ def build_app(models: list[ModelSpec], settings: ServeSettings) -> Any:
 
 def from_env(args: dict[str, str] | None = None) -> Any:
     """Application builder for Serve config files and KubeRay's ``serveConfigV2``
-    (``import_path: services.serve_app:from_env``): every setting from ``STREAMCL_*``."""
+    (``import_path: services.serve_app:from_env``; ``deploy/serve/streamcl.yaml`` is both):
+    every setting from the ``STREAMCL_*`` environment of the Ray nodes."""
     from services.settings import PlatformSettings
 
     return build_app(model_specs(StreamSettings(), LearnerSettings(), PlatformSettings().models), ServeSettings())

@@ -79,7 +79,18 @@ class ServeSettings(BaseStreamclSettings):
         description="a prediction that waited this long for the model is answered 503 overloaded (retry) "
         "instead of being computed, so every request is answered within 10 s",
     )
-    model_poll_s: float = Field(0.5, gt=0, le=60, description="how often replicas check the serving version")
+    model_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="how often replicas read the serving version while the model controller cannot tell them "
+        "(they long-poll it and swap as soon as a version is promoted)",
+    )
+    serve_precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="fp32: serve each version as trained; int8: serve a copy whose encoder's linear layers are "
+        "dynamically quantized (faster on CPU), the copy the gate judges",
+    )
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
     feedback_ack_timeout_s: float = Field(
         5.0,
@@ -173,6 +184,11 @@ class PlatformSettings(BaseStreamclSettings):
     ray_num_cpus: int = Field(2, ge=1, le=1024, description="CPUs of the local Ray")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the learner actor")
     learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the learner actor (a GPU node on a cluster)")
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description='custom Ray resources the learner actor needs, JSON {"name": amount}: places it on the nodes '
+        "that offer them (a node group of a cluster)",
+    )
     joiner_cpus: float = Field(0.25, gt=0, description="CPUs reserved for the joiner actor")
     controller_cpus: float = Field(0.1, gt=0, description="CPUs reserved for the model controller")
     monitor_cpus: float = Field(0.15, gt=0, description="CPUs reserved for the drift monitor")

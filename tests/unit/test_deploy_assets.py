@@ -98,3 +98,41 @@ def test_dashboard_panels_do_not_overlap(board):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
                 cells[(x, y)] = p["title"]
+
+
+def test_the_serve_file_is_a_serve_deploy_config_of_the_app_builder(generator):
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(generator.SERVE_CONFIG.read_text()))
+    (app,) = config.applications
+    assert app.import_path == "services.serve_app:from_env" and app.route_prefix == "/"
+    assert [d.name for d in app.deployments] == ["Api"]
+
+
+def test_check_fails_when_the_rayservice_serve_config_differs_from_the_serve_file(generator, tmp_path, monkeypatch):
+    source = yaml.safe_load(generator.SERVE_CONFIG.read_text())
+    source["applications"][0]["runtime_env"] = {"env_vars": {"SOMETHING_NEW": "1"}}
+    edited = tmp_path / "streamcl.yaml"
+    edited.write_text(yaml.safe_dump(source))
+    monkeypatch.setattr(generator, "SERVE_CONFIG", edited)
+    assert set(generator.SERVE_TARGETS) <= set(generator.stale())
+    assert generator.main(["--check"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "scaling"),
+    [
+        ({}, {"num_replicas": 1}),
+        ({"STREAMCL_REPLICAS": "3", "STREAMCL_MAX_REPLICAS": "3"}, {"num_replicas": 3}),
+        (
+            {"STREAMCL_REPLICAS": "2", "STREAMCL_MAX_REPLICAS": "8", "STREAMCL_TARGET_ONGOING_REQUESTS": "4"},
+            {
+                "num_replicas": "auto",
+                "autoscaling_config": {"min_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 4.0},
+            },
+        ),
+    ],
+)
+def test_the_serve_config_scales_the_api_as_the_settings_do(generator, settings, scaling):
+    (api,) = generator.serve_config(settings)["applications"][0]["deployments"]
+    assert api == {"name": "Api", **scaling}

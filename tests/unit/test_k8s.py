@@ -216,6 +216,19 @@ def test_serve_replicas_in_serve_config_and_settings_agree(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serve_config_v2_is_the_serve_file_with_the_overlays_scaling(overlay):
+    source = yaml.safe_load((ROOT / "deploy" / "serve" / "streamcl.yaml").read_text())
+    rendered = yaml.safe_load(rayservice(overlay)["spec"]["serveConfigV2"])
+    assert rendered.pop("http_options") == {"host": config(overlay)["STREAMCL_HOST"], "port": 8000}
+    assert source.pop("http_options")["host"] == ServeSettings.model_fields["host"].default
+    for serve in (source, rendered):
+        (api,) = serve["applications"][0]["deployments"]
+        for key in ("num_replicas", "autoscaling_config"):
+            api.pop(key, None)
+    assert rendered == source
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kafka_is_kraft_with_a_listener_for_streamcl_only(overlay):
     (kafka,) = objects(overlay, "Kafka")
     assert kafka["apiVersion"] == "kafka.strimzi.io/v1beta2" and "zookeeper" not in kafka["spec"]
