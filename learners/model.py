@@ -1,13 +1,14 @@
 """The classifier: a transformers encoder, mean pooling and a linear head whose label set grows.
 
-Saved as ``model.safetensors`` (every tensor), ``classifier.json`` (labels, lengths), the
-encoder's ``config.json`` and the tokenizer files: a version folder is self-contained and
-never unpickled.
+Saved as ``model.safetensors`` (every tensor, or for a model loaded from a saved one only the
+tensors that differ from its base: learners/_delta.py), ``classifier.json`` (labels, lengths,
+the base's checksum), the encoder's ``config.json`` and the tokenizer files; never unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 from torch import nn
 
+from learners._delta import BASE_KEY, BASES, base_of_folder, delta_of
 from streaming.errors import RegistryError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -66,6 +69,8 @@ class TextClassifier(nn.Module):
         self._captured: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
         self._hook: Any = None
+        #: The sha256 of the weights file this model's saves are deltas of (None: saved whole).
+        self._base_sha: str | None = None
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -81,8 +86,10 @@ class TextClassifier(nn.Module):
         return model
 
     @classmethod
-    def load(cls, folder: str | Path) -> TextClassifier:
-        """Load a saved classifier (safetensors + JSON only)."""
+    def load(cls, folder: str | Path, share_base: bool = False) -> TextClassifier:
+        """Load a saved classifier (safetensors + JSON only), full or a delta over its base
+        (learners/_delta.py). ``share_base``: the model may share the base's tensors with other
+        models of this process (inference only); else it gets its own copies (a model that trains)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = Path(folder)
@@ -97,20 +104,44 @@ class TextClassifier(nn.Module):
                 if stats:
                     model.use_stats_head(int(stats["layer"]), float(stats["weight"]))
                     model.score_temperature = float(stats.get("temperature", 1.0))
-            # read whole, not memory-mapped: a file rewritten or truncated under a mapping would
-            # kill the process (SIGBUS) instead of raising here
-            state = load((folder / WEIGHTS_FILE).read_bytes())
-            model.load_state_dict(state, strict=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            model._load_weights(folder / WEIGHTS_FILE, base_of_folder(folder), share_base)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, RegistryError) as exc:
             raise RegistryError(f"cannot load the model in {folder}: {exc}") from exc
         model.eval()
         return model
 
+    def _load_weights(self, path: Path, base_sha: str | None, share: bool) -> None:
+        """Load a weights file: every tensor (it then becomes the base of the deltas saved from
+        this model) or those that differ from the base ``base_sha`` (read once per process)."""
+        # read whole, not memory-mapped: a file rewritten or truncated under a mapping would
+        # kill the process (SIGBUS) instead of raising here
+        raw = path.read_bytes()
+        stored = load(raw)
+        if base_sha is None:
+            base_sha = hashlib.sha256(raw).hexdigest()
+            BASES.locate(base_sha, path)
+            base = BASES.put(base_sha, stored)
+            state = dict(base)
+        else:
+            base = BASES.get(base_sha)
+            # the model's own keys, from the delta or else the base (a key in neither: the strict load names it)
+            state = {k: t for k in self.state_dict() if (t := stored.get(k, base.get(k))) is not None}
+        if not share:
+            state = {k: v.clone() for k, v in state.items()}
+        self.load_state_dict(state, strict=True, assign=True)
+        self._base_sha = base_sha
+
     def save(self, folder: str | Path) -> None:
+        """Write the model: only the tensors that differ from its base when it has one (a small
+        version; ``classifier.json`` names the base by checksum), else every tensor."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
+        delta = None
+        if self._base_sha is not None:
+            with contextlib.suppress(RegistryError):  # the base is gone from this process: save whole
+                delta = delta_of(state, BASES.get(self._base_sha))
+        save_file(state if delta is None else delta, str(folder / WEIGHTS_FILE))
         self.encoder.config.save_pretrained(folder)  # type: ignore[union-attr,operator]
         self.tokenizer.save_pretrained(folder)
         info: dict[str, Any] = {"labels": self.labels, "max_length": self.max_length, "pooling": "mean"}
@@ -120,6 +151,8 @@ class TextClassifier(nn.Module):
                 "weight": self.stats_weight,
                 "temperature": self.score_temperature,
             }
+        if delta is not None:
+            info[BASE_KEY] = {"sha256": self._base_sha}
         (folder / CLASSIFIER_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
 
     # labels ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The model registry: numbered versions (integers that only grow), their typed metadata
-(:class:`VersionMeta`), their lineage, and the serving pointer (:class:`ServingState`).
+(:class:`VersionMeta`; a small version names its base, :class:`BaseRef`), their lineage, and
+the serving pointer (:class:`ServingState`).
 
 Names from storage are checked before they reach a file system (``_names``); versions can be
 signed (``STREAMCL_REGISTRY_SIGNING_KEY``, :class:`SigningSettings`). Backends:
@@ -9,6 +10,7 @@ when an ``s3://`` URI is opened, so boto3 loads only then).
 
 from learners.registry._lease import PROCESS_OWNER, Lease, LeaseError
 from learners.registry._meta import (
+    BaseRef,
     GateFigures,
     GroupFigures,
     NewVersion,
@@ -26,6 +28,7 @@ __all__ = [
     "LINEAGE_FILE",
     "META_FILE",
     "PROCESS_OWNER",
+    "BaseRef",
     "GateFigures",
     "GroupFigures",
     "Lease",

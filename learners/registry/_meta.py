@@ -17,7 +17,16 @@ from learners.registry._names import MAX_VERSION, check_names
 from streaming.errors import RegistryError
 from streaming.events import ModelStatus
 
-__all__ = ["GateFigures", "GroupFigures", "NewVersion", "ServingState", "VersionMeta", "VersionMetrics", "WriteFiles"]
+__all__ = [
+    "BaseRef",
+    "GateFigures",
+    "GroupFigures",
+    "NewVersion",
+    "ServingState",
+    "VersionMeta",
+    "VersionMetrics",
+    "WriteFiles",
+]
 
 
 class _Record(BaseModel):
@@ -75,6 +84,14 @@ class GateFigures(_Record):
     operator: bool | None = None
 
 
+class BaseRef(_Record):
+    """The base a small version's weights are a delta of: a full version of the same registry and
+    the sha256 of its weights file (learners/_delta.py); signed with the rest of ``meta.json``."""
+
+    version: int = Field(ge=1, le=MAX_VERSION)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class NewVersion(_Record):
     """What the writer of a version says about it; the registry adds the rest (:class:`VersionMeta`)."""
 
@@ -89,6 +106,7 @@ class NewVersion(_Record):
     metrics: VersionMetrics = Field(default_factory=VersionMetrics)
     state_files: list[str] = Field(default_factory=list, description="the learner's state among the files")
     note: str | None = None
+    base: BaseRef | None = Field(None, description="a small version: the full version its weights are a delta of")
 
     @field_validator("state_files")
     @classmethod

@@ -4,6 +4,8 @@ A version folder (a prefix on S3) holds the model files, ``meta.json`` (:class:`
 version, parent, status, consumed offsets, metrics, file checksums) and ``lineage.json``. A
 version appears whole or not at all. Weights of old versions are pruned by
 :meth:`Registry.prune`; ``meta.json`` and ``lineage.json`` stay, so the lineage is never lost.
+A small version's weights are a delta of a full version its metadata names (``base``), which
+pruning keeps while a retained version refers to it (learners/registry/_bases.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from learners.registry._bases import check_base, referenced
 from learners.registry._lease import LEASE_FILE, Lease, LeaseError, renewed, taken
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
 from learners.registry._names import check_names, version_folder
@@ -264,11 +267,21 @@ class Registry(ABC):
 
     # shared behaviour -------------------------------------------------------------------------
     def load_model(self, version: int) -> TextClassifier:
-        """The version's model, ready for inference (a ``TextClassifier`` in eval mode);
-        RegistryError when its files are missing or corrupt."""
+        """The version's model, ready for inference (a ``TextClassifier`` in eval mode, sharing
+        its base's tensors with the other models of this process: never train it); RegistryError
+        when its files, or its base's, are missing or corrupt."""
         from learners.model import TextClassifier  # torch only where a model is loaded
 
-        return TextClassifier.load(self.local_path(version)).eval()
+        return TextClassifier.load(self.local_path(version), share_base=True).eval()
+
+    def _loadable(self, version: int) -> VersionMeta:
+        """The metadata of a version whose files can be read: not pruned, and with its base
+        there and matching when it is a delta (learners/registry/_bases.py); else RegistryError."""
+        meta = self.meta(version)
+        if meta.pruned:
+            raise RegistryError(f"the files of version {version} were pruned", version)
+        check_base(self, meta)
+        return meta
 
     def serving(self) -> int | None:
         """The version the endpoint must serve, or None."""
@@ -311,11 +324,15 @@ class Registry(ABC):
 
     def prune(self, keep_last: int, keep: set[int]) -> list[int]:
         """Delete the files (not ``meta.json``/``lineage.json``) of all but the ``keep_last``
-        newest unpruned versions and those in ``keep``; returns the pruned ones."""
+        newest unpruned versions, those in ``keep`` and the bases of the versions kept; returns
+        the pruned ones."""
         live = [m for m in self.versions() if not m.pruned]
+        doomed = [m for m in live[: max(0, len(live) - keep_last)] if m.version not in keep]
+        gone = {m.version for m in doomed}
+        bases = referenced(m for m in live if m.version not in gone)
         pruned = []
-        for meta in live[: max(0, len(live) - keep_last)]:
-            if meta.version in keep:
+        for meta in doomed:
+            if meta.version in bases:
                 continue
             # metadata first: a reader then sees "pruned", and a crash leaves unreferenced files only
             self.update(meta.version, pruned=True, files={})

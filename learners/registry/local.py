@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from learners.registry._bases import based
 from learners.registry._filelock import FileLock
 from learners.registry._meta import NewVersion, VersionMeta, WriteFiles
 from learners.registry._names import check_name, inside, version_folder, version_of_folder
@@ -66,7 +67,7 @@ class LocalRegistry(Registry):
     def create(self, write_files: WriteFiles, new: NewVersion) -> VersionMeta:
         tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=".tmp-"))
         try:
-            new = self._completed(write_files(tmp), new)
+            new = based(self, tmp, self._completed(write_files(tmp), new))
             files = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             for p in tmp.iterdir():  # make the files durable before the rename publishes them
                 with p.open("rb") as f:
@@ -106,9 +107,7 @@ class LocalRegistry(Registry):
             return meta
 
     def local_path(self, version: int) -> Path:
-        meta = self.meta(version)
-        if meta.pruned:
-            raise RegistryError(f"the files of version {version} were pruned", version)
+        meta = self._loadable(version)
         folder = self._dir(version)
         for name, digest in meta.files.items():
             path = inside(folder, name, version)

@@ -29,6 +29,7 @@ import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, SecretStr
 
+from learners.registry._bases import based
 from learners.registry._meta import NewVersion, ServingState, VersionMeta, WriteFiles
 from learners.registry._names import check_name, check_names, inside, version_folder, version_of_folder
 from learners.registry._pointer import SERVING_BACKUP
@@ -187,7 +188,7 @@ class S3Registry(Registry):
     def create(self, write_files: WriteFiles, new: NewVersion) -> VersionMeta:
         with tempfile.TemporaryDirectory(prefix="streamcl-version-") as tmp:
             folder = Path(tmp)
-            new = self._completed(write_files(folder), new)  # a failure here claims no number
+            new = based(self, folder, self._completed(write_files(folder), new))  # a failure here claims no number
             paths = {
                 p.relative_to(folder).as_posix(): p
                 for p in sorted(folder.rglob("*"))
@@ -268,9 +269,7 @@ class S3Registry(Registry):
 
     # local copies -----------------------------------------------------------------------------
     def local_path(self, version: int) -> Path:
-        meta = self.meta(version)
-        if meta.pruned:
-            raise RegistryError(f"the files of version {version} were pruned", version)
+        meta = self._loadable(version)
         with self._lock:
             lock = self._downloads.setdefault(version, threading.Lock())
         with lock:

@@ -82,13 +82,19 @@ def test_a_failed_training_step_reads_its_batch_again(make_settings, tmp_path):
     assert sorted(ids) == sorted(f"e{i}" for i in range(24))
 
 
-def test_a_corrupt_newest_version_is_skipped_loudly_for_the_one_before(make_settings, tmp_path, caplog):
-    s = make_settings()
+def run_to_version_3(s, tmp_path):
+    """A learner that trained 32 examples into versions 2 and 3, then closed: its settings and it."""
     ls = settings(tmp_path, eval_holdout_every=0, version_every_n=16, version_every_s=3600)
     publish(s, range(32))
     svc = LearnerService(s, ls, LearnerMetrics(CollectorRegistry()))
     run_until(svc, lambda: svc.parent == 3)
     svc.close()
+    return ls, svc
+
+
+def test_a_corrupt_newest_version_is_skipped_loudly_for_the_one_before(make_settings, tmp_path, caplog):
+    s = make_settings()
+    ls, svc = run_to_version_3(s, tmp_path)
     registry = svc.registry
     weights = registry.local_path(3) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # a torn write
