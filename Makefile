@@ -54,14 +54,16 @@ test: install ## unit, integration (real broker, Ray, Serve) and end-to-end test
 test-unit: install ## unit tests only
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, swaps, freshness, scaling, chaos (JSON)
+bench: install ## benchmarks: throughput, drift, monitoring overhead, serving, swaps, freshness, version sizes, scaling, cluster, chaos (JSON)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/version_sizes.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/chaos.py
 
 lint: install ## ruff, ruff format --check, mypy, hadolint
