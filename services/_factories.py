@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from learners.settings import LearnerSettings
@@ -30,6 +31,7 @@ def _learner(stream: StreamSettings, learner: LearnerSettings) -> Any:
 
 def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSettings) -> Any:
     def make(metrics: Any) -> Any:
+        from learners.quantize import served_copy
         from learners.registry import registry_for
         from services.controller import ModelController
         from services.gate import PromoteNewer, ScoreGate
@@ -46,6 +48,7 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
                 serve.gate_max_domain_drop,
                 serve.gate_min_domain_examples,
                 serve.gate_z,
+                served=partial(served_copy, precision=serve.serve_precision),  # judge what replicas serve
             )
         shadow = None
         if serve.shadow_texts > 0:
@@ -53,7 +56,7 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
 
             shadow = Shadow(
                 stream,
-                registry.load_model,
+                lambda version: served_copy(registry.load_model(version), serve.serve_precision),
                 metrics,
                 texts=serve.shadow_texts,
                 share=serve.shadow_share,

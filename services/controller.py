@@ -28,6 +28,7 @@ from typing import Any
 from learners.erasure import check_ids
 from learners.registry import Registry, ServingState
 from services._forget import forget, ray_calls
+from services._serving_watch import watch_of
 from services.audit import AuditTrail, audit_topic
 from services.gate import Decision, Gate, PromoteNewer
 from services.metrics import ControllerMetrics
@@ -206,6 +207,7 @@ class ModelController:
         self.registry.local_path(version)  # refuses missing or corrupt files (checked once per file state)
         failpoint("controller.before_pointer_write")
         state = self.registry.set_serving(version, **pointer)
+        watch_of(self).changed()  # replicas waiting in wait_serving swap now
         self.registry.update(version, status="promoted", reason=reason, gate=figures)
         self.metrics.promotions.inc()
         self._announce(version, "promoted", {"reason": reason, **_numbers(figures)})
@@ -308,6 +310,7 @@ class ModelController:
         if target == current:
             raise AdminError(409, "already_serving", f"version {target} is already serving")
         new_state = self.registry.set_serving(target, floor=self._floor())
+        watch_of(self).changed()  # replicas waiting in wait_serving swap now
         if current is not None:
             self.registry.update(current, status="rolled_back", reason=f"rolled back to {target} by {who}")
             self._announce(current, "rolled_back", {"to": target})
@@ -325,6 +328,12 @@ class ModelController:
             state = self.registry.set_pinned(True)
         log.warning("%s pinned version %s", who, state.version)
         return state
+
+    # replicas ----------------------------------------------------------------------------------
+    def wait_serving(self, known: int | None, timeout_s: float) -> int | None:
+        """The serving version as soon as it differs from ``known``, else after ``timeout_s``:
+        replicas long-poll this to swap the moment a version is promoted or rolled back."""
+        return watch_of(self).wait(self.registry.serving, known, timeout_s)
 
     # reporting ----------------------------------------------------------------------------------
     def _announce(self, version: int, status: str, extra: dict[str, Any]) -> None:

@@ -228,7 +228,9 @@ class Platform:
                 factory, source, GROUPS[role.split("-")[0]], spec.metric_labels
             )
 
-        start("controller", _controller(ms, ml, self.serve_settings), p.controller_cpus)
+        # a thread per replica's long-poll (wait_serving) besides admin, status and metrics calls
+        replicas = self.serve_settings.max_replicas or self.serve_settings.replicas
+        start("controller", _controller(ms, ml, self.serve_settings), p.controller_cpus, max_concurrency=8 + replicas)
         for i in range(p.joiners):
             start("joiner" if i == 0 else f"joiner-{i}", _joiner(ms, (i, p.joiners)), p.joiner_cpus)
         start("learner", _learner(ms, ml), p.learner_cpus, num_gpus=p.learner_gpus, resources=p.learner_resources)

@@ -7,11 +7,13 @@ import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from ray.exceptions import RayError
 
+from learners.quantize import served_copy
 from learners.registry import registry_for
 from services._forget import FORGET_TIMEOUT_S
 from services.metrics import ServeMetrics
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from services.settings import ServeSettings
 
 ADMIN_TIMEOUT_S = 30.0
+WATCH_GRACE_S = 5.0  # a long-poll not answered this long after its timeout has failed
 
 
 def public(meta: VersionMeta | None) -> dict[str, Any] | None:
@@ -54,8 +57,14 @@ class Served:
         source = spec.source(f"serve-{replica}")
         self.metrics.started.labels(source).set(time.time())
         self.pusher = MetricsPusher(self.metrics, source, labels=spec.metric_labels)
+        self.controller_handle: Any = None
         self.follower = ModelFollower(
-            self.registry, settings.model_poll_s, self._swapped, keep=settings.replica_warm_versions + 1
+            self.registry,
+            settings.model_poll_s,
+            self._swapped,
+            keep=settings.replica_warm_versions + 1,
+            prepare=partial(served_copy, precision=settings.serve_precision),
+            watch=self._wait_serving,
         )
         self.batcher = Batcher(
             lambda: self.follower.current, settings.max_batch_texts, executor, settings.predict_max_wait_s
@@ -65,7 +74,6 @@ class Served:
         self.feedback_dropped = self.metrics.events_dropped.labels("feedback")
         for topic in (spec.stream.topics.texts, spec.stream.topics.predictions, spec.stream.topics.feedback):
             self.metrics.send_failed.labels(topic)  # every failed send is counted, from zero
-        self.controller_handle: Any = None
 
     def _swapped(self, version: int) -> None:
         self.metrics.replicas_ready.set(1)
@@ -144,7 +152,8 @@ class Served:
 
     async def admin(self, action: str, version: int | None, who: str = "an operator (HTTP)") -> dict[str, Any]:
         """An operator's ``promote``/``rollback``/``pin``/``unpin`` through the model controller,
-        audited under ``who`` (the token's name); this replica swaps at once, the others within a poll."""
+        audited under ``who`` (the token's name); this replica swaps at once, the others when
+        their long-poll returns."""
         result = await self._call_controller(ADMIN_TIMEOUT_S, "admin", action, version, who)
         await asyncio.to_thread(self.follower.sync)
         return result
@@ -166,6 +175,18 @@ class Served:
         if "error" in result:
             raise AdminRefused(int(result["status"]), result["error"], result["detail"])
         return dict(result)
+
+    def _wait_serving(self, known: int | None, timeout_s: float) -> int | None:
+        """The controller's ``wait_serving`` (the follower's long-poll, on its thread); raises
+        when the controller cannot answer, and the follower polls the registry meanwhile."""
+        import ray
+
+        try:
+            ref = self._controller().call.remote("wait_serving", known, timeout_s)
+            return ray.get(ref, timeout=timeout_s + WATCH_GRACE_S)  # type: ignore[no-any-return]
+        except Exception:
+            self.controller_handle = None  # a restarted controller is looked up again
+            raise
 
     def _controller(self) -> Any:
         if self.controller_handle is None:

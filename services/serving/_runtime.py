@@ -1,7 +1,9 @@
 """What a Serve replica runs besides HTTP and Kafka: the model follower and the batcher.
 
-The follower loads a new version in a background thread and swaps one reference, so requests
-never wait on a load, and retries a version that failed to load with backoff; the batcher takes
+The follower long-polls the model controller, so it learns of a promotion at once (it polls
+the registry pointer only while the controller cannot answer), loads a new version in a
+background thread and swaps one reference, so requests never wait on a load, and retries a
+version that failed to load with backoff; the batcher takes
 that reference once per forward pass, so a response never mixes two versions. Nothing here
 knows HTTP: failures are :mod:`._errors`. The way to Kafka is :mod:`._eventlog`.
 """
@@ -30,6 +32,12 @@ log = logging.getLogger("streamcl.serve")
 PREFETCH_S = 2.0  # how often a replica looks for versions to keep warm
 RETRY_FIRST_S = 1.0  # a version that failed to load is tried again after this, then twice as long...
 RETRY_MAX_S = 60.0  # ...up to this
+WATCH_S = PREFETCH_S  # one long-poll of the controller is held at most this long
+WATCH_RETRY_S = 10.0  # after a failed long-poll, the registry is polled this long before the next try
+
+#: ``watch(known, timeout_s)``: the serving version as soon as it differs from ``known``, else
+#: after ``timeout_s`` (the model controller's ``wait_serving``); raises when it cannot answer.
+Watch = Callable[[int | None, float], int | None]
 
 
 def backoff(failures: int) -> float:
@@ -46,19 +54,32 @@ class Loaded:
 
 
 class ModelFollower:
-    """Keeps the serving version loaded: polls the registry pointer, loads a new version in
-    the background and swaps one reference. The last few loaded versions stay in memory, so a
-    rollback to one of them is a swap without a load. A version that fails to load (a storage
-    blip, a corrupt file) is tried again with :func:`backoff` while the previous one serves;
-    ``failed`` holds the last error of each version not loaded yet."""
+    """Keeps the serving version loaded: waits on ``watch`` (a long-poll that returns when the
+    serving version changes; while it fails, the registry pointer is polled every ``poll_s``),
+    loads a new version in the background and swaps one reference. ``prepare`` turns a loaded
+    version into the model served (learners/quantize.py ``served_copy``). The last few loaded
+    versions stay in memory, so a rollback to one of them is a swap without a load. A version
+    that fails to load (a storage blip, a corrupt file) is tried again with :func:`backoff`
+    while the previous one serves; ``failed`` holds the last error of each version not loaded yet."""
 
     def __init__(
-        self, registry: Registry, poll_s: float, on_swap: Callable[[int], None] | None = None, keep: int = 3
+        self,
+        registry: Registry,
+        poll_s: float,
+        on_swap: Callable[[int], None] | None = None,
+        keep: int = 3,
+        prepare: Callable[[TextClassifier], TextClassifier] | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.registry = registry
         self.poll_s = poll_s
         self.on_swap = on_swap
         self.keep = keep
+        self.prepare = prepare
+        self.watch = watch
+        self.pushed = watch is not None  # False while the long-poll fails and the registry is polled
+        self._watched: int | None = None  # the serving version the long-poll last answered
+        self._watch_again = 0.0  # monotonic time of the next long-poll after a failed one
         self.current: Loaded | None = None
         self.failed: dict[int, str] = {}
         self._retry: dict[int, tuple[int, float]] = {}  # version: (failures in a row, next try)
@@ -75,7 +96,7 @@ class ModelFollower:
 
     def _run(self) -> None:
         errors = 0  # in a row: the registry itself failing is retried with backoff too
-        while not self._stop.wait(max(self.poll_s, backoff(errors)) if errors else self.poll_s):
+        while not self._wait(errors):
             try:
                 self.sync()
                 if time.monotonic() >= self._next_prefetch:
@@ -85,6 +106,32 @@ class ModelFollower:
             except Exception:
                 errors += 1
                 log.exception("model follower (failure %d in a row)", errors)
+
+    def _wait(self, errors: int) -> bool:
+        """Until the next look at the registry: a long-poll of the controller, else (it failed,
+        or there is none) ``poll_s``, longer after errors. True once stopped."""
+        if errors:
+            return self._stop.wait(max(self.poll_s, backoff(errors)))
+        if self.watch is not None and time.monotonic() >= self._watch_again:
+            try:
+                self._watched = self.watch(self._watched, WATCH_S)
+            except Exception as exc:
+                self._watch_again = time.monotonic() + WATCH_RETRY_S
+                if self.pushed:
+                    log.warning(
+                        "no long-poll (%s: %s): polling the registry every %gs", type(exc).__name__, exc, self.poll_s
+                    )
+                self.pushed = False
+            else:
+                if not self.pushed:
+                    log.info("long-polling the model controller again")
+                self.pushed = True
+                return self._stop.is_set()
+        return self._stop.wait(self.poll_s)
+
+    def _load(self, version: int) -> TextClassifier:
+        model = self.registry.load_model(version)
+        return self.prepare(model) if self.prepare is not None else model
 
     def waiting(self, version: int) -> bool:
         """Whether ``version`` failed to load and its next try is not due yet."""
@@ -104,7 +151,7 @@ class ModelFollower:
             if version in self._loaded or self.waiting(version):
                 continue
             try:
-                model = self.registry.load_model(version)
+                model = self._load(version)
             except RegistryError:
                 continue  # not an error until it is asked to serve it
             with self._lock:
@@ -127,7 +174,7 @@ class ModelFollower:
             model = self._loaded.pop(wanted, None)
             if model is None:
                 try:
-                    model = self.registry.load_model(wanted)
+                    model = self._load(wanted)
                 except Exception as exc:  # RegistryError, or storage failing in any other way
                     self._load_failed(wanted, exc)
                     return

