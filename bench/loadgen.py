@@ -75,9 +75,19 @@ def platform(env: dict[str, str], args: tuple[str, ...] = ()) -> Iterator[dict[s
             proc.wait()
 
 
+_TOKEN: list[str] = []  # the bearer token every request carries (use_token)
+
+
+def use_token(token: str | None) -> None:
+    """Every request :func:`load` sends carries ``token`` from now on (a configured token closes
+    every /v1 call); None: no token."""
+    _TOKEN[:] = [token] if token else []
+
+
 def _request(port: int, path: str, body: bytes) -> bytes:
+    auth = "".join(f"Authorization: Bearer {t}\r\n" for t in _TOKEN)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{auth}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

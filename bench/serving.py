@@ -105,17 +105,6 @@ def two_versions(state: Path) -> None:
     registry.set_serving(1)
 
 
-def with_token(token: str) -> None:
-    """Every request of the load generator carries ``token`` (a token closes every /v1 call)."""
-    plain = loadgen._request
-
-    def request(port: int, path: str, body: bytes) -> bytes:
-        head, _, rest = plain(port, path, body).partition(b"\r\n")
-        return head + f"\r\nAuthorization: Bearer {token}".encode() + b"\r\n" + rest
-
-    loadgen._request = request
-
-
 class Promoter:
     """Re-points serving between versions 1 and 2 every ``every_s`` through the admin API."""
 
@@ -210,7 +199,7 @@ def once(texts: list[str], args: argparse.Namespace) -> dict:
             tokens.write_text(json.dumps({"bench": {"token": token, "roles": ["predict", "feedback", "admin"]}}))
             env["STREAMCL_TOKENS_FILE"] = str(tokens)
             up_args = ("--state-dir", state)
-            with_token(token)
+            loadgen.use_token(token)
         with platform(env, up_args) as ports:
             load(ports["api"], args.warmup, 16, 1, texts)
             for name, conc, per in (("c16_x1", 16, 1), ("c4_x32", 4, 32), ("c1_x1", 1, 1)):

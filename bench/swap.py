@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from loadgen import load, platform
+from loadgen import load, platform, use_token
 from report import emit
 
 from learners.model import TextClassifier
@@ -66,6 +66,7 @@ def main() -> None:
             "STREAMCL_REPLICA_CPUS": str(round(0.6 / args.replicas, 3)),
             "STREAMCL_LEARNER_CPUS": "0.5",
         }
+        use_token(token)  # the admin token closes /v1: the load carries it
         with platform(env, ("--state-dir", state)) as ports:
             api = Client(f"http://127.0.0.1:{ports['api']}", admin_token=token)
             load(ports["api"], args.warmup, args.concurrency, args.texts, texts)

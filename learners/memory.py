@@ -43,8 +43,12 @@ class ReplaySettings(BaseModel):
         description="replay, er-ace, replay-lwf, der: the replay buffer holds at most this share of the examples "
         "streamed so far",
     )
-    replay_ratio: float = Field(
-        0.25, gt=0, le=8, description="replay, er-ace, replay-lwf, der: replayed examples per new example in a step"
+    replay_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=8,
+        description="replay, er-ace, replay-lwf, der: replayed examples per new example in a step; unset: 0.1 for "
+        "er-ace (the default: as accurate as 0.25 on eight streams, 3 seeds, and faster), 0.25 for the others",
     )
     replay_policy: Literal["reservoir", "class_balanced", "domain_class_balanced"] = Field(
         "domain_class_balanced",
@@ -52,6 +56,16 @@ class ReplaySettings(BaseModel):
         "the stream), class_balanced (an equal share per label) or domain_class_balanced (an equal share per "
         "label within each domain)",
     )
+
+
+#: The replayed share each strategy takes when ``STREAMCL_REPLAY_RATIO`` is unset.
+DEFAULT_RATIO = {"er-ace": 0.1}
+OTHER_RATIO = 0.25
+
+
+def replay_ratio(setting: float | None, strategy: str) -> float:
+    """``STREAMCL_REPLAY_RATIO``, or the strategy's own default when it is unset."""
+    return setting if setting is not None else DEFAULT_RATIO.get(strategy, OTHER_RATIO)
 
 
 def balance_key(ex: Example, policy: str) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from learners.memory import ReplaySettings
+from learners.memory import ReplaySettings, replay_ratio
 from learners.strategies._avalanche_registry import register_avalanche
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _template(learner: AvalancheLearner, options: DERSettings, **common: Any) ->
         batch_logits: Tensor
 
         def __init__(self) -> None:
-            mem_batch = max(1, round(learner.batch_size * options.replay_ratio))
+            mem_batch = max(1, round(learner.batch_size * replay_ratio(options.replay_ratio, "der")))
             alpha, beta = options.der_alpha, options.der_beta
             super().__init__(mem_size=memory.size, batch_size_mem=mem_batch, alpha=alpha, beta=beta, **common)
             self.storage_policy = None  # replaced by ``memory``

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from learners.memory import ReplaySettings
+from learners.memory import ReplaySettings, replay_ratio
 from learners.strategies._registry import fine_tune_args, register
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def rehearsal_args(settings: LearnerSettings) -> dict[str, Any]:
     return {
         "buffer_size": own.replay_buffer,
         "buffer_fraction": own.replay_fraction,
-        "replay_ratio": own.replay_ratio,
+        "replay_ratio": replay_ratio(own.replay_ratio, settings.strategy),
         "replay_policy": own.replay_policy,
         "logit_alpha": own.replay_logit_alpha,
         "class_stats_weight": own.class_stats_weight,

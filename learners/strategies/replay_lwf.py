@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from learners.memory import ReplaySettings
+from learners.memory import ReplaySettings, replay_ratio
 from learners.strategies._avalanche_registry import register_avalanche
 from learners.strategies.lwf import LwFSettings, lwf_plugin
 
@@ -63,7 +63,7 @@ def _replay_plugin(learner: AvalancheLearner, options: ReplaySettings) -> Any:
             load_memory(memory, meta, self.key)
             self.storage_policy.buffer = None
 
-    mem_batch = max(1, round(learner.batch_size * options.replay_ratio))
+    mem_batch = max(1, round(learner.batch_size * replay_ratio(options.replay_ratio, "replay-lwf")))
     return Plugin(
         mem_size=memory.size, batch_size=learner.batch_size, batch_size_mem=mem_batch, storage_policy=Storage()
     )
