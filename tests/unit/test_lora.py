@@ -103,3 +103,15 @@ def test_unknown_target_is_refused_naming_the_valid_ones() -> None:
 def test_unknown_adapter_setting_fails_listing_the_valid_values() -> None:
     with pytest.raises(ValueError, match="'none' or 'lora'"):
         LearnerSettings(adapter="prefix")
+
+
+def test_bench_runs_any_strategy_through_lora_and_refuses_unknown_ones() -> None:
+    from learners.bench._run import check_strategies, learner_settings, resolve_strategy
+
+    check_strategies(["default+lora", "naive+lora", "ewc"])
+    with pytest.raises(ValueError, match="unknown strategy 'nope\\+lora'"):
+        check_strategies(["nope+lora"])
+    assert resolve_strategy("default+lora") == "er-ace+lora"
+    settings = learner_settings("er-ace+lora", seed=1)
+    assert settings.strategy == "er-ace" and settings.adapter == "lora"
+    assert learner_settings("er-ace", seed=1).adapter == "none"
