@@ -103,7 +103,7 @@ def main() -> None:
         # the backlog policy at a high rate: labeled examples the learner left out
         "backlog_skipped": sum(m.consumed.get("backlog_skipped", 0) for m in listed),
         "versions_written": len(listed),
-        "gate_seconds_p50": _p50([m.gate.get("gate_seconds") for m in listed if m.gate]),
+        "gate_seconds_p50": _p50([m.gate.gate_seconds for m in listed if m.gate]),
     }
     emit(result, args.out)
 
