@@ -87,7 +87,7 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
     lora_lr: float = Field(5e-4, gt=0, le=1, description="LoRA: learning rate of the adapters")
     version_every_n: int = Field(200, ge=1, description="write a version after this many new examples")
     version_every_s: float = Field(
-        2.0, gt=0, description="or once it trained (or consumed anything) and this many seconds passed"
+        1.0, gt=0, description="or once it trained (or consumed anything) and this many seconds passed"
     )
     keep_versions: int = Field(10, ge=2, description="versions whose weights are kept (besides serving)")
     dedupe_window: int = Field(
