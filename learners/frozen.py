@@ -38,12 +38,15 @@ def frozen_fingerprint(model: TextClassifier, depth: int) -> str:
     if depth not in memo:
         from learners.model import _encoder_layers
 
-        digest = hashlib.sha1(usedforsecurity=False)
         modules = [_embeddings(model), *_encoder_layers(model.encoder)[:depth]]
-        for module in modules:
-            for name, tensor in module.state_dict().items():
-                digest.update(name.encode())
-                digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        items = [item for module in modules for item in module.state_dict().items()]
+        if not all(isinstance(tensor, torch.Tensor) for _, tensor in items):
+            # packed (quantized) weights: refused before anything is hashed
+            raise TypeError("the frozen layers hold weights that are not plain tensors")
+        digest = hashlib.sha1(usedforsecurity=False)
+        for name, tensor in items:
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
         memo[depth] = digest.hexdigest()
     return memo[depth]
 

@@ -70,3 +70,13 @@ def test_without_statistics_the_model_is_scored_whole() -> None:
     cache = FrozenCache()
     assert cache.depth(plain) == 0
     assert [p.label for p in cache.predict(plain, TEXTS)] == [p.label for p in plain.predict(TEXTS)]
+
+
+def test_an_int8_copy_is_scored_whole(model: TextClassifier) -> None:
+    """Packed (quantized) frozen layers cannot be fingerprinted: the copy is scored whole, as served."""
+    from learners.quantize import served_copy
+
+    served = served_copy(model, "int8")
+    cache = FrozenCache()
+    assert cache.depth(served) == 0
+    assert [p.label for p in cache.predict(served, TEXTS)] == [p.label for p in served.predict(TEXTS)]
