@@ -5,8 +5,13 @@ test sample per domain, the rest streamed domain after domain); at every domain 
 domain's test set is scored by the model as trained (fp32) and by the copy replicas serve with
 STREAMCL_SERVE_PRECISION=int8 (learners/quantize.py), and the agreement of the two is counted.
 
-    python bench/int8_accuracy.py [--scenario sentiment-domains] [--train-per-domain 300]
-                                  [--test-per-domain 150] [--seed 0] [--out FILE]
+    python bench/int8_accuracy.py [--scenario sentiment-domains | --data FILE.jsonl] [--order domain]
+                                  [--train-per-domain 300] [--test-per-domain 150] [--seed 0]
+                                  [--frozen-precision fp32|int8] [--out FILE]
+
+``--frozen-precision int8`` trains as ``STREAMCL_FROZEN_PRECISION=int8`` does (the frozen layers'
+int8 copies in training passes); the model is then also scored with those copies
+(``fp32_model_int8_frozen``), and the int8-served copy is the same computation.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from learners.bench._run import learner_settings
 from learners.model import TextClassifier, set_threads
 from learners.quantize import served_copy
 from learners.strategies import build_learner
-from streaming.datasets import scenario_rows
+from streaming.datasets import load_rows, scenario_rows
 
 
 def score(model: TextClassifier, rows: list, known: set[str]) -> tuple[list[str | None], float]:
@@ -39,6 +44,9 @@ def score(model: TextClassifier, rows: list, known: set[str]) -> tuple[list[str 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="sentiment-domains")
+    ap.add_argument("--data", type=Path, help="a JSONL or CSV stream instead of a scenario")
+    ap.add_argument("--order", default="domain", choices=["domain", "time", "random"])
+    ap.add_argument("--frozen-precision", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--strategy", default="default")
     ap.add_argument("--train-per-domain", type=int, default=300)
     ap.add_argument("--test-per-domain", type=int, default=150)
@@ -47,10 +55,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    stream, tests, domains = split(
-        scenario_rows(args.scenario), "domain", args.train_per_domain, args.test_per_domain, args.seed
-    )
+    source = load_rows(args.data) if args.data else scenario_rows(args.scenario)
+    stream, tests, domains = split(source, args.order, args.train_per_domain, args.test_per_domain, args.seed)
     settings = learner_settings(resolve_strategy(args.strategy), args.seed)
+    settings = settings.model_copy(update={"frozen_precision": args.frozen_precision})
     set_threads(settings.torch_threads)
     torch.manual_seed(args.seed)
     model = TextClassifier.from_encoder(settings.model_path, [], settings.max_length)
@@ -80,7 +88,8 @@ def main() -> None:
     emit(
         {
             "benchmark": "int8_accuracy",
-            "scenario": args.scenario,
+            "scenario": str(args.data) if args.data else args.scenario,
+            "frozen_precision": args.frozen_precision,
             "strategy": settings.strategy,
             "train_examples": len(stream),
             "test_per_domain": {d: len(tests[d]) for d in domains},

@@ -59,6 +59,17 @@ def load_optimizer_tensors(
             optimizer.state[p] = state
 
 
+def run_frozen_at(model: TextClassifier, trainable_layers: int, precision: str) -> None:
+    """``STREAMCL_FROZEN_PRECISION``: with ``int8``, the training passes run the frozen layers
+    as int8 copies (learners/quantize.py); ``fp32`` changes nothing."""
+    if precision == "int8":
+        from learners.quantize import int8_frozen_layers
+
+        int8_frozen_layers(model, trainable_layers)
+    elif precision != "fp32":
+        raise ValueError(f"unknown frozen-layer precision {precision!r}; valid: fp32, int8")
+
+
 class FineTuneLearner(Learner):
     """Fine-tunes the top ``trainable_layers`` of the encoder and the head with AdamW.
 
@@ -77,6 +88,7 @@ class FineTuneLearner(Learner):
         trainable_layers: int = 2,
         weight_decay: float = 0.01,
         seed: int = 0,
+        frozen_precision: str = "fp32",
     ) -> None:
         self.model = model
         self.lr = lr
@@ -84,9 +96,11 @@ class FineTuneLearner(Learner):
         self.trainable_layers = trainable_layers
         self.weight_decay = weight_decay
         self.seed = seed
+        self.frozen_precision = frozen_precision
         self.lr_scale = 1.0
         torch.manual_seed(seed)
         frozen_for_training(model, trainable_layers)
+        run_frozen_at(model, trainable_layers, frozen_precision)
         model.eval()
         self._loss = nn.CrossEntropyLoss()
         self._optimizer = self._make_optimizer()

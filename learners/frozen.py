@@ -39,6 +39,10 @@ def frozen_fingerprint(model: TextClassifier, depth: int) -> str:
         from learners.model import _encoder_layers
 
         modules = [_embeddings(model), *_encoder_layers(model.encoder)[:depth]]
+        by_base = _base_fingerprint(model, modules, depth)
+        if by_base is not None:
+            memo[depth] = by_base
+            return by_base
         items = [item for module in modules for item in module.state_dict().items()]
         if not all(isinstance(tensor, torch.Tensor) for _, tensor in items):
             # packed (quantized) weights: refused before anything is hashed
@@ -47,8 +51,24 @@ def frozen_fingerprint(model: TextClassifier, depth: int) -> str:
         for name, tensor in items:
             digest.update(name.encode())
             digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        memo[depth] = digest.hexdigest()
+        precision = getattr(model, "precision", "fp32")  # int8 stand-ins of the same weights: other states
+        memo[depth] = digest.hexdigest() if precision == "fp32" else f"{precision}:{digest.hexdigest()}"
     return memo[depth]
+
+
+def _base_fingerprint(model: TextClassifier, modules: list[Any], depth: int) -> str | None:
+    """For a model loaded from a version (learners/_delta.py) whose weights file holds none of the
+    frozen modules' tensors, those are its base's: the base's checksum, the depth and the
+    precision name their outputs without reading a weight (a candidate's int8 copy, whose packed
+    layers cannot be hashed, included). None: hash them."""
+    base, own = getattr(model, "_base_sha", None), getattr(model, "_own_keys", None)
+    if base is None or own is None:
+        return None
+    names = {id(module): name for name, module in model.named_modules()}
+    prefixes = tuple(f"{names[id(m)]}." for m in modules if id(m) in names)
+    if len(prefixes) != len(modules) or any(key.startswith(prefixes) for key in own):
+        return None
+    return f"{getattr(model, 'precision', 'fp32')}:{base}:{depth}"
 
 
 def _embeddings(model: TextClassifier) -> Any:
@@ -125,8 +145,9 @@ def _run_bottom(model: TextClassifier, depth: int, texts: list[str]) -> list[tor
     enc = model.tokenize(texts)
     hidden = _embeddings(model)(input_ids=enc["input_ids"])
     mask = _attention(model, enc["attention_mask"], hidden)
-    for layer in _encoder_layers(model.encoder)[:depth]:
-        hidden = _out(layer(hidden, mask))
+    stand_ins = getattr(model, "_frozen_stand_ins", {})  # the int8 copies a learner runs them as
+    for i, layer in enumerate(_encoder_layers(model.encoder)[:depth]):
+        hidden = _out(stand_ins.get(i, layer)(hidden, mask))
     lengths = enc["attention_mask"].sum(1).tolist()
     return [hidden[row, : int(n)].clone() for row, n in enumerate(lengths)]
 

@@ -71,6 +71,14 @@ class TextClassifier(nn.Module):
         self._hook: Any = None
         #: The sha256 of the weights file this model's saves are deltas of (None: saved whole).
         self._base_sha: str | None = None
+        #: The tensors this model's weights file held over its base (a full file: none; None: not
+        #: loaded from a file) and the precision its encoder runs at (learners/quantize.py): with
+        #: the base's checksum they name its frozen layers' outputs without hashing (learners/frozen.py).
+        self._own_keys: frozenset[str] | None = None
+        self.precision = "fp32"
+        #: Stand-ins run in place of frozen encoder layers (index -> module; a plain dict, so they
+        #: are neither parameters nor saved): see :meth:`run_frozen_with`.
+        self._frozen_stand_ins: dict[int, nn.Module] = {}
 
     # construction ---------------------------------------------------------------------------
     @classmethod
@@ -121,15 +129,16 @@ class TextClassifier(nn.Module):
             base_sha = hashlib.sha256(raw).hexdigest()
             BASES.locate(base_sha, path)
             base = BASES.put(base_sha, stored)
-            state = dict(base)
+            state, own = dict(base), frozenset[str]()  # it is the base
         else:
             base = BASES.get(base_sha)
             # the model's own keys, from the delta or else the base (a key in neither: the strict load names it)
             state = {k: t for k in self.state_dict() if (t := stored.get(k, base.get(k))) is not None}
+            own = frozenset(stored)
         if not share:
             state = {k: v.clone() for k, v in state.items()}
         self.load_state_dict(state, strict=True, assign=True)
-        self._base_sha = base_sha
+        self._base_sha, self._own_keys = base_sha, own
 
     def save(self, folder: str | Path) -> None:
         """Write the model: only the tensors that differ from its base when it has one (a small
@@ -196,9 +205,31 @@ class TextClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The fine-tuned head's logits (what the learners train); with a statistics head, the
-        frozen layers' pooled output of the same pass is kept for :meth:`frozen_pooled`."""
+        frozen layers' pooled output of the same pass is kept for :meth:`frozen_pooled`. The
+        stand-ins of :meth:`run_frozen_with` run in place of their layers."""
         self._mask = attention_mask
+        if self._frozen_stand_ins:
+            with _layers_swapped(self.encoder, self._frozen_stand_ins):
+                return self.head(self.embed(input_ids, attention_mask))
         return self.head(self.embed(input_ids, attention_mask))
+
+    def run_frozen_with(self, layers: dict[int, nn.Module]) -> None:
+        """Run ``layers`` (encoder layer index -> a stand-in computing nearly the same function,
+        for example an int8 copy) in place of those frozen layers in every pass of this model
+        (training and prediction alike, so the class statistics see one kind of features); the
+        saved weights are the layers' own. Each stand-in shares its layer's hooks (the class
+        statistics read a frozen layer's output). Only layers that never train may be replaced:
+        ValueError otherwise."""
+        originals = _encoder_layers(self.encoder)
+        for i, stand_in in layers.items():
+            layer = originals[i]
+            if any(p.requires_grad for p in layer.parameters()):
+                raise ValueError(f"encoder layer {i} trains: it cannot run a frozen stand-in")
+            for name in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                         "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):  # fmt: skip
+                if hasattr(layer, name):
+                    object.__setattr__(stand_in, name, getattr(layer, name))  # the same dicts: later hooks too
+        self._frozen_stand_ins = dict(layers)
 
     def frozen_pooled(self) -> torch.Tensor:
         """The mean-pooled output of the frozen bottom layers in the last forward pass."""
@@ -286,9 +317,29 @@ def _layer_list(encoder: nn.Module) -> tuple[Any, str]:
     raise RegistryError(f"cannot find the transformer layers of {type(encoder).__name__}")
 
 
+@contextlib.contextmanager
+def _layers_swapped(encoder: nn.Module, stand_ins: dict[int, nn.Module]) -> Any:
+    """The encoder with ``stand_ins`` in place of its layers (index -> module) inside the block."""
+    holder, name = _layer_list(encoder)
+    layers = getattr(holder, name)
+    originals = {i: layers[i] for i in stand_ins}
+    try:
+        for i, module in stand_ins.items():
+            layers[i] = module
+        yield
+    finally:
+        for i, module in originals.items():
+            layers[i] = module
+
+
 def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
     holder, name = _layer_list(encoder)
     return list(getattr(holder, name))
+
+
+def encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    """The transformer layers of ``encoder``, bottom first (a new list: assigning to it changes nothing)."""
+    return _encoder_layers(encoder)
 
 
 def truncate_layers(encoder: nn.Module, keep: int) -> None:

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from learners.model import TextClassifier
+from learners.model import TextClassifier, encoder_layers
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -38,7 +38,40 @@ def served_copy(model: TextClassifier, precision: str) -> TextClassifier:
         served.use_stats_head(model.stats_layer, model.stats_weight)  # hooks the copy's own layer
         served.stats_head = copy.deepcopy(model.stats_head)
     served.score_temperature = model.score_temperature
+    # the same weights as ``model`` (packed): its frozen layers' outputs are named like its own
+    served._base_sha, served._own_keys, served.precision = model._base_sha, model._own_keys, "int8"
     return served.eval()
+
+
+def int8_frozen_layers(model: TextClassifier, trainable_layers: int) -> int:
+    """Let ``model`` run its frozen bottom encoder layers (all but the top ``trainable_layers``;
+    none with -1) as int8 copies (``STREAMCL_FROZEN_PRECISION=int8``): the learner's pass through
+    them costs about 40% of a step in fp32. The copies are the very ones an int8-served copy
+    computes (same weights, same quantization), so the class statistics gather the features the
+    replicas serve with. The layers never train, so the copies never go stale; the saved weights
+    stay fp32. Returns how many layers run int8."""
+    if trainable_layers < 0:
+        return 0
+    layers = encoder_layers(model.encoder)
+    frozen = range(max(0, len(layers) - trainable_layers))
+    copies = {}
+    for i in frozen:
+        memo: dict[int, object] = {id(t): t for t in (*layers[i].parameters(), *layers[i].buffers())}
+        copies[i] = _int8(copy.deepcopy(layers[i], memo))
+    model.run_frozen_with(copies)
+    if copies:
+        model.precision = "int8"  # names its frozen layers' outputs apart from fp32 ones (learners/frozen.py)
+    return len(copies)
+
+
+def _int8(module: nn.Module) -> nn.Module:
+    """``module`` with its linear layers replaced by dynamically quantized int8 ones (in place)."""
+    with warnings.catch_warnings():  # torch.ao marks eager quantization deprecated; torch is pinned
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _quantized(model: TextClassifier) -> nn.Module:
@@ -52,12 +85,7 @@ def _quantized(model: TextClassifier) -> nn.Module:
         for key, hook in list(module._forward_hooks.items()):
             if getattr(hook, "__self__", None) is model:
                 del module._forward_hooks[key]
-    with warnings.catch_warnings():  # torch.ao marks eager quantization deprecated; torch is pinned
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(clone, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return _int8(clone)
 
 
-__all__ = ["PRECISIONS", "Precision", "served_copy"]
+__all__ = ["PRECISIONS", "Precision", "int8_frozen_layers", "served_copy"]

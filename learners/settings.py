@@ -70,6 +70,11 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
         "(0: train on what one poll returns)",
     )
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
+    frozen_precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="precision the learner runs its frozen encoder layers at (int8: dynamically quantized copies, "
+        "1.4x the examples/s on CPU, the features an int8-served copy computes; the saved weights stay fp32)",
+    )
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
     head_lr: float = Field(1e-3, gt=0, le=10, description="head learning rate")
     trainable_layers: int = Field(
@@ -120,6 +125,13 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
     eval_per_domain: int = Field(32, ge=1, description="held-out examples kept per domain")
     eval_recent: int = Field(
         128, ge=0, description="held-out recent examples kept for the promotion gate (after the per-domain samples)"
+    )
+    eval_every_s: float = Field(
+        10.0,
+        ge=0,
+        le=86_400,
+        description="score a version on the held-out samples when this many seconds passed since the last "
+        "scored one (versions in between carry no held-out figures; 0: every version)",
     )
 
     @field_validator("labels", "concept_detectors", "drift_act_on", "drift_actions", "lora_targets", mode="before")

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from learners.base import Learner
 from learners.dedupe import TAKEN, SeenIds
@@ -95,6 +95,7 @@ class Versioner:
         self.since = 0  # examples trained since the last version
         self._last = time.monotonic()
         self._frozen: FrozenCache | None = None  # the held-out texts' frozen-layer outputs
+        self._evaluated = float("-inf")  # when a version was last scored on the held-out samples
 
     def consumed(self, kind: LineageList, ids: list[str]) -> None:
         """Record ids consumed since the last version (they go into its ``lineage.json``);
@@ -117,7 +118,13 @@ class Versioner:
     def write(self, parent: int, offsets: dict[str, int], trained_total: int, note: str | None = None) -> VersionMeta:
         """Make the model as it is now a durable version (weights, held-out sample, lineage,
         the window of taken ids, learner state); returns its stored metadata."""
-        evaluation = self._evaluate()
+        # held-out figures every eval_every_s: at a version a second, scoring each one would cost
+        # the learner a sixth of its time while it is behind (the gate scores every candidate anyway)
+        now = time.monotonic()
+        scored = note is not None or now - self._evaluated >= self.settings.eval_every_s  # snapshots, erasures: always
+        evaluation: dict[str, Any] = dict(self._evaluate()) if scored else {}
+        if scored:
+            self._evaluated = now
         lineage = self.lineage
         new = NewVersion(
             model=self.settings.model_name,

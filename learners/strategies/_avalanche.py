@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from learners.base import Example, Learner
-from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, scale_lrs
+from learners.finetune import load_optimizer_tensors, make_optimizer, optimizer_tensors, run_frozen_at, scale_lrs
 from learners.lora import frozen_for_training
 from learners.memory import ReplayMemory, rng_state, set_rng_state
 from learners.model import TextClassifier
@@ -159,6 +159,7 @@ class AvalancheLearner(Learner):
         batch_size: int = 16,
         window: int = 128,
         options: BaseModel | None = None,
+        frozen_precision: str = "fp32",
     ) -> None:
         spec = get(strategy)
         if spec.plugins is None and spec.template is None:
@@ -167,11 +168,13 @@ class AvalancheLearner(Learner):
         self.name = self.strategy = strategy
         self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
         self.trainable_layers, self.seed = trainable_layers, seed
+        self.frozen_precision = frozen_precision
         self.batch_size, self.window = batch_size, window
         self.options = options if options is not None else spec.options(object())
         self.lr_scale = 1.0
 
         frozen_for_training(model, trainable_layers)
+        run_frozen_at(model, trainable_layers, frozen_precision)
         model.eval()
         self.packed = Packed(model)
         self._optimizer = make_optimizer(model, lr, head_lr, weight_decay)

@@ -105,4 +105,5 @@ def fine_tune_args(settings: LearnerSettings) -> dict[str, Any]:
         "head_lr": settings.head_lr,
         "trainable_layers": settings.trainable_layers,
         "seed": settings.seed,
+        "frozen_precision": settings.frozen_precision,
     }

@@ -237,3 +237,40 @@ def test_the_cache_of_bases_checks_what_it_reads_and_stays_bounded(tmp_path):
     cache.locate("f" * 64, tmp_path / "w0.safetensors")
     with pytest.raises(RegistryError, match=f"base sha256 {'f' * 64}: w0.safetensors does not match"):
         cache.get("f" * 64)
+
+
+def test_versions_of_one_base_name_their_frozen_layers_by_it(tmp_path, encoder_model):
+    """The gate's frozen-layer cache (learners/frozen.py) keys a version loaded from the registry
+    by its base's checksum when its weights file holds no frozen tensor: every candidate of a
+    lineage, and each one's int8 copy (packed layers: unhashable), reuse the states of the gate
+    texts; a version that changed a frozen layer is hashed, so it never reads another's states."""
+    from learners.frozen import FrozenCache, frozen_fingerprint
+    from learners.quantize import served_copy
+
+    def train_top(model: TextClassifier, seed: int) -> None:  # the top layers and the heads only
+        _train(model, seed)
+        with torch.no_grad():  # (_train also moves the token-type embeddings: two rows, like the labels)
+            emb = model.encoder.embeddings.token_type_embeddings.weight  # type: ignore[union-attr]
+            emb.copy_(encoder_model.encoder.embeddings.token_type_embeddings.weight)  # type: ignore[union-attr]
+
+    reg = LocalRegistry(tmp_path)
+    learner, base_sha = _bootstrap(reg, encoder_model)
+    train_top(learner, seed=1)
+    v2 = reg.create(learner.save, NewVersion(parent=1)).version
+    train_top(learner, seed=2)
+    v3 = reg.create(learner.save, NewVersion(parent=v2)).version
+    a, b = (TextClassifier.load(reg.local_path(v), share_base=True) for v in (v2, v3))
+    depth = a.stats_layer
+    assert frozen_fingerprint(a, depth) == frozen_fingerprint(b, depth) == f"fp32:{base_sha}:{depth}"
+    qa, qb = served_copy(a, "int8"), served_copy(b, "int8")
+    assert frozen_fingerprint(qa, depth) == frozen_fingerprint(qb, depth) == f"int8:{base_sha}:{depth}"
+    cache = FrozenCache()
+    for model in (qa, qb):
+        cached = cache.predict(model, TEXTS)
+        assert [p.label for p in cached] == [p.label for p in model.predict(TEXTS)]
+    assert cache.misses == len(TEXTS) and cache.hits == len(TEXTS)  # b's copy ran its top layers only
+    with torch.no_grad():  # a frozen layer that changed: in the delta, so hashed
+        learner.encoder.encoder.layer[0].output.dense.weight.mul_(1.01)  # type: ignore[union-attr]
+    v4 = reg.create(learner.save, NewVersion(parent=v3)).version
+    c = TextClassifier.load(reg.local_path(v4), share_base=True)
+    assert ":" not in frozen_fingerprint(c, depth) and frozen_fingerprint(c, depth) != frozen_fingerprint(a, depth)

