@@ -71,9 +71,10 @@ class LearnerSettings(_StrategySettings, _Window, ReplaySettings, SigningSetting
     )
     max_length: int = Field(64, ge=8, le=512, description="tokens per text")
     frozen_precision: Literal["fp32", "int8"] = Field(
-        "fp32",
+        "int8",
         description="precision the learner runs its frozen encoder layers at (int8: dynamically quantized copies, "
-        "1.4x the examples/s on CPU, the features an int8-served copy computes; the saved weights stay fp32)",
+        "1.4x the examples/s on CPU, the features an int8-served copy computes; fp32 with "
+        "STREAMCL_SERVE_PRECISION=fp32; the saved weights stay fp32)",
     )
     lr: float = Field(5e-5, gt=0, le=1, description="encoder learning rate")
     head_lr: float = Field(1e-3, gt=0, le=10, description="head learning rate")

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
 from learners.settings import LearnerSettings
 from services.settings import MonitorSettings, ServeSettings
 from streaming.settings import StreamSettings
+
+log = logging.getLogger(__name__)
 
 
 def _joiner(stream: StreamSettings, shard: tuple[int, int]) -> Any:
@@ -37,6 +40,12 @@ def _controller(stream: StreamSettings, learner: LearnerSettings, serve: ServeSe
         from services.gate import PromoteNewer, ScoreGate
 
         registry = registry_for(stream, learner)
+        if serve.serve_precision == "fp32" and learner.frozen_precision == "int8":
+            log.warning(
+                "replicas serve fp32 while the learner runs its frozen layers int8 (STREAMCL_FROZEN_PRECISION): "
+                "its class statistics describe int8 features; set STREAMCL_FROZEN_PRECISION=fp32 too "
+                "(docs/strategies.md, frozen layers in int8)"
+            )
         gate: Any = PromoteNewer()
         if serve.gate == "score":
             from learners.model import set_threads
