@@ -29,6 +29,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "default_replay_0.25": {"replay_ratio": 0.25},
     "default_no_class_stats": {"class_stats_weight": 0},
     "default_lora": {"adapter": "lora"},
+    "default_fp32_frozen": {"frozen_precision": "fp32"},
+    "naive_fp32_frozen": {"strategy": "naive", "frozen_precision": "fp32"},
 }
 
 
