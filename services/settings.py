@@ -89,8 +89,8 @@ class ServeSettings(BaseStreamclSettings):
     serve_precision: Literal["fp32", "int8"] = Field(
         "int8",
         description="int8: serve a copy whose encoder's linear layers are dynamically quantized (2.3-2.7x the "
-        "texts/s on CPU for the same accuracy: docs/serving.md), the copy the gate judges; fp32: serve each "
-        "version as trained",
+        "texts/s on CPU: docs/serving.md; accuracy against fp32: docs/strategies.md), the copy the gate judges; "
+        "fp32: serve each version as trained",
     )
     log_predictions: bool = Field(True, description="log TextEvent + PredictionEvent per text to Kafka")
     feedback_ack_timeout_s: float = Field(
