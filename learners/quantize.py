@@ -4,7 +4,7 @@
 quantized per batch at run time: no calibration data needed), which makes a MiniLM-class
 encoder faster on CPU for a small loss of accuracy. Each weight row (output channel) has its
 own scale, in 7 bits, and activations use all 8 bits: torch's default (one scale per matrix,
-activations in 7 bits) is off by about 16% of a frozen feature vector's length, this by 9%
+activations in 7 bits) is off by about 25% of a frozen feature vector's length, this by 9%
 (``news-headlines``, MiniLM's layer 4), which is worth 0.04 of final accuracy on short texts
 (docs/strategies.md). 7-bit weights keep the sum of two unsigned 8-bit activations times
 signed weights inside int16 (255 × 64 × 2 < 2¹⁵), so no CPU's int8 kernel saturates and every
