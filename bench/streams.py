@@ -262,12 +262,11 @@ PAIR_PERIODS: dict[str, str] = {"to-02-14": "to-02-28", "02-15..02-28": "to-02-2
 
 def outlet_pair(cache_dir: Path) -> list[dict[str, object]]:
     """Which of two outlets published this article (long texts), three periods in time order."""
-    rows = [
+    return [
         {**r, "domain": PAIR_PERIODS.get(str(r["domain"]), r["domain"])}
         for r in news_outlets(cache_dir)
         if r["label"] in PAIR_OUTLETS
     ]
-    return rows
 
 
 #: Periods of the House of Commons stream, as (first year, last year).
